@@ -1,0 +1,1 @@
+"""Kubernetes API objects: Service, EndpointSlice, Pod, Node, and manifest I/O."""
