@@ -20,9 +20,7 @@ def main() -> int:
         print("KSERVICE_NO_EXTENSIONS is set: pure-Python build, no extension checked")
         return 0
     sys.path.insert(0, str(SRC))
-    modules = sorted(
-        ".".join(p.relative_to(SRC).with_suffix("").parts) for p in SRC.rglob("*.pyx")
-    )
+    modules = sorted(".".join(p.relative_to(SRC).with_suffix("").parts) for p in SRC.rglob("*.pyx"))
     failed = []
     for name in modules:
         try:

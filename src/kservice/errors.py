@@ -219,7 +219,9 @@ class ManifestError(KServiceError, ValueError):
         return (_rebuild_manifest_error, (self.message, self.source, self.document))
 
 
-def _rebuild_manifest_error(message: str, source: str | None, document: int | None) -> ManifestError:
+def _rebuild_manifest_error(
+    message: str, source: str | None, document: int | None
+) -> ManifestError:
     return ManifestError(message, source=source, document=document)
 
 

@@ -5,6 +5,7 @@ every type error with its Kubernetes field path (never raising on bad input).
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -91,17 +92,14 @@ class ObjectMeta:
 
     @classmethod
     def read(cls, r: Reader, data: Any, *, namespaced: bool = True) -> ObjectMeta:
-        m = r.map(data, "metadata", required=True)
+        m = r.map(data, "metadata", "metadata")
+        # An empty name is reported by validate() ("name or generateName is required").
         name = r.str(m, "name", "metadata.name", default="")
-        if not name:
-            r.errors.append(FieldError.required("metadata.name", "name or generateName is required"))
         namespace = r.str(m, "namespace", "metadata.namespace", default="") or (
             "default" if namespaced else ""
         )
         if not namespaced and namespace:
-            r.errors.append(
-                FieldError.forbidden("metadata.namespace", "not allowed on this type")
-            )
+            r.errors.append(FieldError.forbidden("metadata.namespace", "not allowed on this type"))
             namespace = ""
         ts = m.get("creationTimestamp")
         dts = m.get("deletionTimestamp")
@@ -115,6 +113,19 @@ class ObjectMeta:
             creation_timestamp=None if ts is None else str(ts),
             deletion_timestamp=None if dts is None else str(dts),
         )
+
+    def validate(self, *, dns1035: bool = False, namespaced: bool = True) -> list[FieldError]:
+        """``ValidateObjectMeta``: name (DNS-1035 label with ``dns1035``, else a
+        DNS-1123 subdomain), namespace (a DNS-1123 label when namespaced),
+        labels and annotations."""
+        from kservice.api import validation as v
+
+        errs = v.validate_object_name(self.name, "metadata.name", dns1035=dns1035)
+        if namespaced:
+            errs += v.validate_namespace_name(self.namespace, "metadata.namespace")
+        errs += v.validate_labels(self.labels, "metadata.labels")
+        errs += v.validate_annotations(self.annotations, "metadata.annotations")
+        return errs
 
     def to_manifest(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name}
@@ -164,14 +175,14 @@ class Reader:
     def __init__(self) -> None:
         self.errors: list[FieldError] = []
 
-    def _bad(self, path: str, value: Any, expected: str) -> None:
+    def _bad(self, path: builtins.str, value: Any, expected: builtins.str) -> None:
         self.errors.append(
             FieldError.invalid(path, value, f"must be {expected}, not {_type_name(value)}")
         )
 
     def map(
-        self, obj: Any, key: str, path: str, *, required: bool = False
-    ) -> dict[str, Any]:
+        self, obj: Any, key: builtins.str, path: builtins.str, *, required: builtins.bool = False
+    ) -> dict[builtins.str, Any]:
         value = obj.get(key) if isinstance(obj, dict) else None
         if value is None:
             if required:
@@ -182,7 +193,9 @@ class Reader:
             return {}
         return value
 
-    def list(self, obj: dict[str, Any], key: str, path: str) -> list[Any]:
+    def list(
+        self, obj: dict[builtins.str, Any], key: builtins.str, path: builtins.str
+    ) -> builtins.list[Any]:
         value = obj.get(key)
         if value is None:
             return []
@@ -191,7 +204,13 @@ class Reader:
             return []
         return value
 
-    def str(self, obj: dict[str, Any], key: str, path: str, default: T = None) -> Any:  # type: ignore[assignment]
+    def str(
+        self,
+        obj: dict[builtins.str, Any],
+        key: builtins.str,
+        path: builtins.str,
+        default: Any = None,
+    ) -> Any:
         value = obj.get(key)
         if value is None:
             return default
@@ -200,7 +219,13 @@ class Reader:
             return default
         return value
 
-    def int(self, obj: dict[str, Any], key: str, path: str, default: T = None) -> Any:  # type: ignore[assignment]
+    def int(
+        self,
+        obj: dict[builtins.str, Any],
+        key: builtins.str,
+        path: builtins.str,
+        default: Any = None,
+    ) -> Any:
         value = obj.get(key)
         if value is None:
             return default
@@ -209,7 +234,13 @@ class Reader:
             return default
         return value
 
-    def bool(self, obj: dict[str, Any], key: str, path: str, default: T = None) -> Any:  # type: ignore[assignment]
+    def bool(
+        self,
+        obj: dict[builtins.str, Any],
+        key: builtins.str,
+        path: builtins.str,
+        default: Any = None,
+    ) -> Any:
         value = obj.get(key)
         if value is None:
             return default
@@ -218,7 +249,9 @@ class Reader:
             return default
         return value
 
-    def int_or_str(self, obj: dict[str, Any], key: str, path: str) -> int | str | None:
+    def int_or_str(
+        self, obj: dict[builtins.str, Any], key: builtins.str, path: builtins.str
+    ) -> builtins.int | builtins.str | None:
         value = obj.get(key)
         if value is None:
             return None
@@ -227,7 +260,9 @@ class Reader:
             return None
         return value
 
-    def str_list(self, obj: dict[str, Any], key: str, path: str) -> tuple[str, ...]:
+    def str_list(
+        self, obj: dict[builtins.str, Any], key: builtins.str, path: builtins.str
+    ) -> tuple[builtins.str, ...]:
         out = []
         for i, item in enumerate(self.list(obj, key, path)):
             if isinstance(item, str):
@@ -236,8 +271,10 @@ class Reader:
                 self._bad(f"{path}[{i}]", item, "a string")
         return tuple(out)
 
-    def str_map(self, obj: dict[str, Any], key: str, path: str) -> FrozenMap:
-        out: dict[str, str] = {}
+    def str_map(
+        self, obj: dict[builtins.str, Any], key: builtins.str, path: builtins.str
+    ) -> FrozenMap:
+        out: dict[builtins.str, builtins.str] = {}
         for k, v in self.map(obj, key, path).items():
             if not isinstance(k, str):
                 self._bad(path, k, "a map with string keys")
@@ -249,10 +286,10 @@ class Reader:
 
     def objects(
         self,
-        obj: dict[str, Any],
-        key: str,
-        path: str,
-        read_one: Callable[[Reader, dict[str, Any], str], T],
+        obj: dict[builtins.str, Any],
+        key: builtins.str,
+        path: builtins.str,
+        read_one: Callable[[Reader, dict[builtins.str, Any], builtins.str], T],
     ) -> tuple[T, ...]:
         """Read a list of sub-objects with ``read_one(reader, item, item_path)``."""
         out = []
@@ -264,7 +301,7 @@ class Reader:
             out.append(read_one(self, item, item_path))
         return tuple(out)
 
-    def unknown(self, obj: Any, path: str, known: frozenset[str]) -> None:
+    def unknown(self, obj: Any, path: builtins.str, known: frozenset[builtins.str]) -> None:
         """Report keys the API does not define (strict field validation)."""
         if not isinstance(obj, dict):
             return

@@ -9,13 +9,12 @@ and nodePort values themselves) are the registry's job (``kservice.control``).
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any, ClassVar
 
 import attrs
 
-from kservice.api._base import FrozenMap, ObjectMeta, Reader, frozen_map
 from kservice.api import validation as v
+from kservice.api._base import FrozenMap, ObjectMeta, Reader, frozen_map
 from kservice.errors import FieldError, ValidationError
 
 __all__ = [
@@ -39,7 +38,7 @@ TRAFFIC_POLICIES = ("Cluster", "Local")
 IP_FAMILIES = ("IPv4", "IPv6")
 IP_FAMILY_POLICIES = ("PreferDualStack", "RequireDualStack", "SingleStack")
 IP_MODES = ("Proxy", "VIP")
-TRAFFIC_DISTRIBUTIONS = ("PreferClose",)
+TRAFFIC_DISTRIBUTIONS = ("PreferClose", "PreferSameNode", "PreferSameZone")
 
 _SERVICE_KEYS = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
 _SPEC_KEYS = frozenset(
@@ -70,10 +69,13 @@ _PORT_KEYS = frozenset({"name", "protocol", "appProtocol", "port", "targetPort",
 
 
 def ip_family_of(ip: str) -> str | None:
-    """``"IPv4"``/``"IPv6"`` for a parsable address, else None."""
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
+    """``"IPv4"``/``"IPv6"`` for an address the API server parses, else None.
+
+    Parsing is the API server's legacy (sloppy) one, so ``010.0.0.1`` is IPv4
+    and an IPv4-mapped IPv6 address counts as IPv4, as Go's ``net.IP`` has it.
+    """
+    addr = v.parse_ip(ip)
+    if addr is None:
         return None
     return "IPv4" if addr.version == 4 else "IPv6"
 
@@ -403,7 +405,7 @@ def apply_defaults(svc: Service) -> Service:
         families = svc.ip_families
         if not families and svc.cluster_ips and not svc.is_headless:
             inferred = tuple(ip_family_of(ip) for ip in svc.cluster_ips)
-            if all(inferred):
+            if all(inferred) and len(set(inferred)) == len(inferred):
                 families = tuple(f for f in inferred if f)
                 changes["ip_families"] = families
         if svc.ip_family_policy is None:
@@ -416,5 +418,304 @@ def apply_defaults(svc: Service) -> Service:
 
 
 def validate_service(svc: Service) -> list[FieldError]:
-    """``ValidateService``: every problem with a (defaulted) Service."""
-    raise NotImplementedError  # filled in below once the primitives exist
+    """``ValidateService``: every problem with a (defaulted) Service, in the
+    API server's order and words."""
+    errs: list[FieldError] = []
+    errs += svc.metadata.validate(dns1035=True)
+    headless = svc.is_headless
+    if not svc.ports and not headless and svc.type != "ExternalName":
+        errs.append(FieldError.required("spec.ports"))
+    if svc.type in ("LoadBalancer", "NodePort") and headless:
+        errs.append(
+            FieldError.invalid(
+                "spec.clusterIPs[0]",
+                svc.cluster_ips[0] if svc.cluster_ips else CLUSTER_IP_NONE,
+                f"may not be set to 'None' for {svc.type} services",
+            )
+        )
+    elif svc.type == "ExternalName":
+        if svc.cluster_ips:
+            errs.append(
+                FieldError.forbidden("spec.clusterIPs", "may not be set for ExternalName services")
+            )
+        if svc.ip_families:
+            errs.append(
+                FieldError.forbidden("spec.ipFamilies", "may not be set for ExternalName services")
+            )
+        if svc.ip_family_policy is not None:
+            errs.append(
+                FieldError.forbidden(
+                    "spec.ipFamilyPolicy", "may not be set for ExternalName services"
+                )
+            )
+        cname = (svc.external_name or "").removesuffix(".")
+        if cname:
+            errs += v.dns1123_subdomain(cname, "spec.externalName")
+        else:
+            errs.append(FieldError.required("spec.externalName"))
+
+    names: set[str] = set()
+    for i, port in enumerate(svc.ports):
+        errs += _validate_port(port, f"spec.ports[{i}]", len(svc.ports) > 1, names)
+
+    if svc.selector:
+        errs += v.validate_labels(svc.selector, "spec.selector")
+
+    if svc.session_affinity not in AFFINITIES:
+        errs.append(
+            FieldError.not_supported("spec.sessionAffinity", svc.session_affinity, AFFINITIES)
+        )
+    path = "spec.sessionAffinityConfig.clientIP.timeoutSeconds"
+    if svc.session_affinity == "ClientIP":
+        timeout = svc.session_affinity_timeout
+        if timeout is None:
+            errs.append(FieldError.required(path, "when session affinity type is ClientIP"))
+        elif not 0 < timeout <= MAX_AFFINITY_TIMEOUT:
+            errs.append(
+                FieldError.invalid(
+                    path, timeout, f"must be greater than 0 and less than {MAX_AFFINITY_TIMEOUT}"
+                )
+            )
+    elif svc.session_affinity == "None" and svc.session_affinity_timeout is not None:
+        errs.append(
+            FieldError.forbidden(
+                "spec.sessionAffinityConfig", "must not be set when session affinity is None"
+            )
+        )
+
+    errs += _validate_cluster_ips(svc)
+
+    for i, ip in enumerate(svc.external_ips):
+        path = f"spec.externalIPs[{i}]"
+        ip_errs = v.ip_address(ip, path)
+        errs += ip_errs or v.endpoint_ip(ip, path)
+
+    if svc.type not in SERVICE_TYPES:
+        errs.append(FieldError.not_supported("spec.type", svc.type, SERVICE_TYPES))
+    if svc.type == "ClusterIP":
+        for i, port in enumerate(svc.ports):
+            if port.node_port is not None:
+                errs.append(
+                    FieldError.forbidden(
+                        f"spec.ports[{i}].nodePort", "may not be used when `type` is 'ClusterIP'"
+                    )
+                )
+    seen_node_ports: set[tuple[str, int]] = set()
+    seen_ports: set[tuple[str, int]] = set()
+    for i, port in enumerate(svc.ports):
+        if port.node_port is not None:
+            key = (port.protocol, port.node_port)
+            if key in seen_node_ports:
+                errs.append(FieldError.duplicate(f"spec.ports[{i}].nodePort", port.node_port))
+            seen_node_ports.add(key)
+    for i, port in enumerate(svc.ports):
+        key = (port.protocol, port.port)
+        if key in seen_ports:
+            errs.append(
+                FieldError.duplicate(
+                    f"spec.ports[{i}]", {"port": port.port, "protocol": port.protocol}
+                )
+            )
+        seen_ports.add(key)
+
+    if svc.load_balancer_source_ranges:
+        # The API server's field path here really is capitalised.
+        if svc.type != "LoadBalancer":
+            errs.append(
+                FieldError.forbidden(
+                    "spec.LoadBalancerSourceRanges",
+                    "may only be used when `type` is 'LoadBalancer'",
+                )
+            )
+        for i, cidr in enumerate(svc.load_balancer_source_ranges):
+            # Historical leniency: values may be space-padded.
+            errs += v.cidr(cidr.strip(), f"spec.LoadBalancerSourceRanges[{i}]")
+    if svc.allocate_load_balancer_node_ports is not None and svc.type != "LoadBalancer":
+        errs.append(
+            FieldError.forbidden(
+                "spec.allocateLoadBalancerNodePorts",
+                "may only be used when `type` is 'LoadBalancer'",
+            )
+        )
+    if svc.type == "LoadBalancer" and svc.allocate_load_balancer_node_ports is None:
+        errs.append(FieldError.required("spec.allocateLoadBalancerNodePorts"))
+    if svc.load_balancer_class is not None:
+        if svc.type == "LoadBalancer":
+            errs += v.qualified_name(svc.load_balancer_class, "spec.loadBalancerClass")
+        else:
+            errs.append(
+                FieldError.forbidden(
+                    "spec.loadBalancerClass", "may only be used when `type` is 'LoadBalancer'"
+                )
+            )
+    if svc.load_balancer_ip is not None:
+        errs += v.ip_address(svc.load_balancer_ip, "spec.loadBalancerIP")
+
+    errs += _validate_traffic_policies(svc)
+
+    for i, ing in enumerate(svc.load_balancer_ingress):
+        path = f"status.loadBalancer.ingress[{i}]"
+        if ing.ip is not None:
+            errs += v.ip_address(ing.ip, f"{path}.ip")
+        if ing.ip_mode is not None:
+            if ing.ip is None:
+                errs.append(
+                    FieldError.forbidden(f"{path}.ipMode", "may not be specified when `ip` is not")
+                )
+            elif ing.ip_mode not in IP_MODES:
+                errs.append(FieldError.not_supported(f"{path}.ipMode", ing.ip_mode, IP_MODES))
+        if ing.hostname is not None:
+            errs += v.dns1123_subdomain(ing.hostname, f"{path}.hostname")
+            if ip_family_of(ing.hostname) is not None:
+                errs.append(
+                    FieldError.invalid(
+                        f"{path}.hostname", ing.hostname, "must be a DNS name, not an IP address"
+                    )
+                )
+    return errs
+
+
+def _validate_port(
+    port: ServicePort, path: str, require_name: bool, names: set[str]
+) -> list[FieldError]:
+    errs: list[FieldError] = []
+    if require_name and not port.name:
+        errs.append(FieldError.required(f"{path}.name"))
+    elif port.name:
+        errs += v.dns1123_label(port.name, f"{path}.name")
+        if port.name in names:
+            errs.append(FieldError.duplicate(f"{path}.name", port.name))
+        names.add(port.name)
+    errs += v.port_number(port.port, f"{path}.port")
+    if port.protocol not in PROTOCOLS:
+        errs.append(FieldError.not_supported(f"{path}.protocol", port.protocol, PROTOCOLS))
+    errs += v.int_or_string_port(port.target_port, f"{path}.targetPort")
+    if port.app_protocol is not None:
+        errs += v.qualified_name(port.app_protocol, f"{path}.appProtocol")
+    if port.node_port is not None:
+        errs += v.port_number(port.node_port, f"{path}.nodePort")
+    return errs
+
+
+def _validate_cluster_ips(svc: Service) -> list[FieldError]:
+    """``ValidateServiceClusterIPsRelatedFields`` (nothing for ExternalName)."""
+    if svc.type == "ExternalName":
+        return []
+    errs: list[FieldError] = []
+    ips = list(svc.cluster_ips)
+    if svc.cluster_ip is not None:
+        if not ips:
+            errs.append(FieldError.required("spec.clusterIPs"))
+        elif ips[0] != svc.cluster_ip:
+            errs.append(
+                FieldError.invalid("spec.clusterIPs", ips, "first value must match `clusterIP`")
+            )
+    elif ips:
+        errs.append(
+            FieldError.invalid(
+                "spec.clusterIPs", ips, "must be empty when `clusterIP` is not specified"
+            )
+        )
+    seen: set[str] = set()
+    for i, fam in enumerate(svc.ip_families):
+        if fam not in IP_FAMILIES:
+            errs.append(FieldError.not_supported(f"spec.ipFamilies[{i}]", fam, IP_FAMILIES))
+        if fam in seen:
+            errs.append(FieldError.duplicate(f"spec.ipFamilies[{i}]", fam))
+        seen.add(fam)
+    if svc.ip_family_policy is not None and svc.ip_family_policy not in IP_FAMILY_POLICIES:
+        errs.append(
+            FieldError.not_supported(
+                "spec.ipFamilyPolicy", svc.ip_family_policy, IP_FAMILY_POLICIES
+            )
+        )
+    bad_ips = False
+    for i, ip in enumerate(ips):
+        if i == 0 and ip == CLUSTER_IP_NONE:
+            if len(ips) > 1:
+                bad_ips = True
+                errs.append(
+                    FieldError.invalid(
+                        "spec.clusterIPs", ips, "'None' must be the first and only value"
+                    )
+                )
+            continue
+        ip_errs = v.ip_address(ip, f"spec.clusterIPs[{i}]")
+        bad_ips = bad_ips or bool(ip_errs)
+        errs += ip_errs
+    if len(ips) > 2:
+        errs.append(FieldError.invalid("spec.clusterIPs", ips, "may only hold up to 2 values"))
+    if bad_ips:
+        return errs
+    if len(ips) > 1 and len({ip_family_of(ip) for ip in ips}) != len(ips):
+        errs.append(
+            FieldError.invalid(
+                "spec.clusterIPs", ips, "may specify no more than one IP for each IP family"
+            )
+        )
+    if not svc.is_headless and ips and svc.ip_families:
+        for i, (ip, fam) in enumerate(zip(ips, svc.ip_families, strict=False)):
+            actual = ip_family_of(ip)
+            if fam in IP_FAMILIES and actual != fam:
+                errs.append(
+                    FieldError.invalid(
+                        f"spec.clusterIPs[{i}]",
+                        ip,
+                        f"expected an {fam} value as indicated by `ipFamilies[{i}]`",
+                    )
+                )
+    # Cross-field rules the registry enforces when it infers families.
+    dual = len(ips) > 1 or len(svc.ip_families) > 1
+    if dual and svc.ip_family_policy == "SingleStack":
+        what = "cluster IPs" if len(ips) > 1 else "'ipFamilies'"
+        field = "spec.clusterIPs" if len(ips) > 1 else "spec.ipFamilies"
+        errs.append(
+            FieldError.invalid(
+                field,
+                ips if len(ips) > 1 else list(svc.ip_families),
+                f"when multiple {what} are specified, ipFamilyPolicy must be "
+                "'RequireDualStack' or 'PreferDualStack'",
+            )
+        )
+    return errs
+
+
+def _validate_traffic_policies(svc: Service) -> list[FieldError]:
+    errs: list[FieldError] = []
+    etp = svc.external_traffic_policy
+    if not svc.externally_accessible:
+        if etp is not None:
+            errs.append(
+                FieldError.invalid(
+                    "spec.externalTrafficPolicy",
+                    etp,
+                    "may only be set for externally-accessible services",
+                )
+            )
+    elif etp is None:
+        errs.append(FieldError.required("spec.externalTrafficPolicy"))
+    elif etp not in TRAFFIC_POLICIES:
+        errs.append(FieldError.not_supported("spec.externalTrafficPolicy", etp, TRAFFIC_POLICIES))
+    hc = svc.health_check_node_port
+    if not svc.needs_health_check:
+        if hc is not None:
+            errs.append(
+                FieldError.invalid(
+                    "spec.healthCheckNodePort",
+                    hc,
+                    "may only be set when `type` is 'LoadBalancer' and "
+                    "`externalTrafficPolicy` is 'Local'",
+                )
+            )
+    elif hc is not None:
+        # Required once allocated; the registry allocates it when unset.
+        errs += v.port_number(hc, "spec.healthCheckNodePort")
+    itp = svc.internal_traffic_policy
+    if itp is None and svc.type in ("ClusterIP", "LoadBalancer", "NodePort"):
+        errs.append(FieldError.required("spec.internalTrafficPolicy"))
+    elif itp is not None and itp not in TRAFFIC_POLICIES:
+        errs.append(FieldError.not_supported("spec.internalTrafficPolicy", itp, TRAFFIC_POLICIES))
+    td = svc.traffic_distribution
+    if td is not None and td not in TRAFFIC_DISTRIBUTIONS:
+        errs.append(FieldError.not_supported("spec.trafficDistribution", td, TRAFFIC_DISTRIBUTIONS))
+    return errs
