@@ -24,6 +24,7 @@ import attrs
 __all__ = [
     "AllocationError",
     "AlreadyAllocatedError",
+    "ConfigError",
     "ErrorType",
     "FieldError",
     "KServiceError",
@@ -57,14 +58,46 @@ class ErrorType(enum.Enum):
 _OMIT = object()
 
 
+_SHORT_ESCAPES = {
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+}
+
+
+def go_quote(text: str) -> str:
+    """Quote a string as Go's ``%q`` does (``strconv.Quote``)."""
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        elif ch in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[ch])
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)
+
+
 def format_value(value: Any) -> str:
     """Render a bad value the way the API server prints it in field errors.
 
-    Strings are double-quoted (Go's ``%q``), numbers and booleans are bare,
+    Strings are quoted as Go's ``%q`` does, numbers and booleans are bare,
     ``None`` is ``null``, and structures are printed as compact JSON.
     """
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        return go_quote(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -106,7 +139,8 @@ class FieldError:
 
     @classmethod
     def not_supported(cls, field: str, value: Any, supported: Iterable[str]) -> FieldError:
-        quoted = ", ".join(json.dumps(s) for s in sorted(supported))
+        # In the caller's order, as upstream (callers pass sorted choices).
+        quoted = ", ".join(go_quote(s) for s in supported)
         detail = f"supported values: {quoted}" if quoted else ""
         return cls(ErrorType.NOT_SUPPORTED, field, value, detail)
 
@@ -116,17 +150,19 @@ class FieldError:
 
     @classmethod
     def too_long(cls, field: str, value: Any, max_length: int) -> FieldError:
-        return cls(
-            ErrorType.TOO_LONG,
-            field,
-            value,
-            f"may not be more than {max_length} bytes",
-            has_value=False,
-        )
+        if max_length < 0:
+            detail = "value is too long"
+        else:
+            detail = f"may not be more than {max_length} {'byte' if max_length == 1 else 'bytes'}"
+        return cls(ErrorType.TOO_LONG, field, value, detail, has_value=False)
 
     @classmethod
     def too_many(cls, field: str, actual: int, max_items: int) -> FieldError:
-        return cls(ErrorType.TOO_MANY, field, actual, f"must have at most {max_items} items")
+        if max_items < 0:
+            detail = "has too many items"
+        else:
+            detail = f"must have at most {max_items} {'item' if max_items == 1 else 'items'}"
+        return cls(ErrorType.TOO_MANY, field, actual, detail, has_value=actual >= 0)
 
     @classmethod
     def not_found(cls, field: str, value: Any) -> FieldError:
@@ -223,6 +259,10 @@ def _rebuild_manifest_error(
     message: str, source: str | None, document: int | None
 ) -> ManifestError:
     return ManifestError(message, source=source, document=document)
+
+
+class ConfigError(KServiceError, ValueError):
+    """A configuration value (cluster, controller, proxy) is invalid."""
 
 
 class NotFoundError(KServiceError, LookupError):

@@ -6,7 +6,7 @@ every type error with its Kubernetes field path (never raising on bad input).
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import Any, TypeVar
 
 import attrs
@@ -39,6 +39,22 @@ class FrozenMap(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._data)
+
+    # Direct delegation: the Mapping mixins go through __getitem__ and are slow.
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data.get(key, default)
+
+    def items(self) -> ItemsView[str, str]:
+        return self._data.items()
+
+    def keys(self) -> KeysView[str]:
+        return self._data.keys()
+
+    def values(self) -> ValuesView[str]:
+        return self._data.values()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
 
     def __hash__(self) -> int:
         if self._hash is None:
