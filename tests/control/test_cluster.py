@@ -25,7 +25,12 @@ def svc(name: str = "web", ns: str = "prod", **spec: Any) -> Service:
     body: dict[str, Any] = {"selector": {"app": name}, "ports": [{"port": 80, "name": "http"}]}
     body.update(spec)
     return Service.from_manifest(
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns}, "spec": body}
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": body,
+        }
     )
 
 
@@ -377,7 +382,9 @@ def test_creation_order_is_kept_across_updates() -> None:
 def test_save_and_load_give_identical_cluster(tmp_path: Path) -> None:
     c = small_cluster(service_cidrs=("10.96.0.0/16", "fd00::/112"))
     c.apply(node("node-a", "192.168.1.10", "zone-a"))
-    c.apply(svc(type="LoadBalancer", externalTrafficPolicy="Local", ipFamilyPolicy="PreferDualStack"))
+    c.apply(
+        svc(type="LoadBalancer", externalTrafficPolicy="Local", ipFamilyPolicy="PreferDualStack")
+    )
     c.apply(svc("redis", ns="data", clusterIP="None"))
     c.apply(pod("web-1", "10.244.1.5"))
     path = tmp_path / "cluster.json"
@@ -448,7 +455,9 @@ class RegistryMachine(RuleBasedStateMachine):
             service_cidrs=("10.96.0.0/28",), node_port_range="30000-30019", seed=1
         )
 
-    def _make(self, name: str, kind: str, ip: int | None, nps: list[int | None], local: bool) -> Service:
+    def _make(
+        self, name: str, kind: str, ip: int | None, nps: list[int | None], local: bool
+    ) -> Service:
         spec: dict[str, Any] = {"ports": []}
         if kind == "ExternalName":
             spec = {"type": "ExternalName", "externalName": f"{name}.example.com"}
@@ -477,7 +486,9 @@ class RegistryMachine(RuleBasedStateMachine):
         nps=st.lists(st.none() | st.integers(29995, 30025), min_size=1, max_size=3),
         local=st.booleans(),
     )
-    def apply(self, name: str, kind: str, ip: int | None, nps: list[int | None], local: bool) -> None:
+    def apply(
+        self, name: str, kind: str, ip: int | None, nps: list[int | None], local: bool
+    ) -> None:
         try:
             obj = self._make(name, kind, ip, nps, local)
         except ValidationError:
@@ -514,3 +525,35 @@ class RegistryMachine(RuleBasedStateMachine):
 
 RegistryMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
 test_registry_state_machine = RegistryMachine.TestCase
+
+
+# ------------------------------------------------------------------ DNS and env vars
+def test_env_for_only_sees_services_created_before_the_pod() -> None:
+    c = small_cluster()
+    c.apply(node("node-a", "192.168.1.10", "zone-a"))
+    early = c.apply(svc("backend-api", clusterIP="10.96.0.20"))
+    web = pod("web-1", "10.244.1.5")
+    c.apply(web)
+    c.apply(svc("late", clusterIP="10.96.0.21"))
+    env = c.env_for(web)
+    assert isinstance(early, Service)
+    assert env["BACKEND_API_SERVICE_HOST"] == "10.96.0.20"
+    assert env["BACKEND_API_SERVICE_PORT"] == "80"
+    assert env["BACKEND_API_PORT"] == "tcp://10.96.0.20:80"
+    assert not any(k.startswith("LATE_") for k in env)
+    # A pod not registered yet sees every Service.
+    assert "LATE_SERVICE_HOST" in c.env_for(pod("web-9", "10.244.1.9"))
+
+
+def test_dns_answers_from_cluster_state() -> None:
+    c = small_cluster()
+    c.apply(node("node-a", "192.168.1.10", "zone-a"))
+    c.apply(svc("backend-api", ns="production", clusterIP="10.96.0.20"))
+    answer = c.dns().query("backend-api.production.svc.cluster.local", "A")
+    assert answer.addresses == ("10.96.0.20",)
+    res = c.dns().resolve("backend-api", namespace="production")
+    assert res.resolved and res.wasted == 0
+    res = c.dns(upstream={"api.example.com": ["203.0.113.5"]}).resolve(
+        "api.example.com", namespace="production"
+    )
+    assert res.resolved and res.wasted == 3

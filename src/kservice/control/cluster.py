@@ -49,11 +49,13 @@ from kservice.api.service import (
     ip_family_of,
     validate_service,
 )
+from kservice.control.dns import ClusterDNS
 from kservice.control.endpointslices import (
     CONTROLLER_NAME,
     derive_endpoint_slices,
     label_selector_matches,
 )
+from kservice.control.envvars import service_env
 from kservice.control.ipalloc import ClusterIPAllocators, IPAllocationOperation
 from kservice.control.portalloc import NodePortAllocator, PortAllocationOperation
 from kservice.errors import (
@@ -237,6 +239,32 @@ class Cluster:
                 ),
                 key=lambda s: s.metadata.name,
             )
+
+    def dns(self, **options: Any) -> ClusterDNS:
+        """Cluster DNS over the current state, as CoreDNS would answer it.
+
+        ``options`` are :class:`~kservice.control.dns.ClusterDNS` keyword
+        arguments (``upstream``, ``pods_mode``, ...); the domain is the cluster's.
+        """
+        with self._lock:
+            return ClusterDNS(
+                self.services, self.endpoint_slices, self.pods, domain=self.config.domain, **options
+            )
+
+    def env_for(self, pod: Pod) -> dict[str, str]:
+        """The service environment variables the kubelet gives ``pod``.
+
+        Only Services created before the pod count (all of them for a pod that
+        is not in the registry yet, as for a pod about to be created).
+        """
+        with self._lock:
+            pod_seq = self._order.get(("Pod", pod.metadata.namespace, pod.metadata.name))
+            services = [
+                svc
+                for svc in self._services.values()
+                if pod_seq is None or self._order[("Service", *svc.key)] < pod_seq
+            ]
+        return service_env(pod, services)
 
     def creation_index(self, kind: str, namespace: str, name: str) -> int:
         """The order in which the object was created (0 first); updates keep it."""
