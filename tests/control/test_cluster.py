@@ -3,11 +3,13 @@ derived EndpointSlices, save/load, thread safety, and a Hypothesis state machine
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import threading
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -301,10 +303,8 @@ def test_apply_all_is_all_or_nothing() -> None:
 def test_invalid_object_is_rejected_before_anything() -> None:
     c = small_cluster()
     good = svc()
-    import attrs
-
     bad = attrs.evolve(good, session_affinity="Sticky")
-    with pytest.raises(ValidationError, match="spec.sessionAffinity: Unsupported value"):
+    with pytest.raises(ValidationError, match=r"spec\.sessionAffinity: Unsupported value"):
         c.apply(bad)
     assert len(c) == 0
 
@@ -501,10 +501,8 @@ class RegistryMachine(RuleBasedStateMachine):
 
     @rule(name=st.sampled_from(NAMES))
     def delete(self, name: str) -> None:
-        try:
+        with contextlib.suppress(NotFoundError):
             self.cluster.delete("Service", "default", name)
-        except NotFoundError:
-            pass
 
     @invariant()
     def allocators_match_registry(self) -> None:
