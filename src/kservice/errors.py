@@ -218,9 +218,10 @@ class ValidationError(KServiceError, ValueError):
         return ValidationError(self.kind, self.name, self.errors, source=source)
 
     def lines(self) -> list[str]:
-        """One line per field error, kubectl style, for terminals."""
+        """One line per field error, kubectl style, for terminals:
+        ``file.yaml, document 0: The Service "web" is invalid: spec...``."""
         prefix = f"{self.source}: " if self.source else ""
-        return [f'{prefix}{self.kind} "{self.name}" is invalid: {e}' for e in self.errors]
+        return [f'{prefix}The {self.kind} "{self.name}" is invalid: {e}' for e in self.errors]
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_validation_error, (self.kind, self.name, self.errors, self.source))
