@@ -176,6 +176,8 @@ class Cluster:
         self._pods: dict[Key, Pod] = {}
         self._nodes: dict[str, Node] = {}
         self._user_slices: dict[Key, EndpointSlice] = {}
+        # (namespace, service name) -> hand-applied slices; rebuilt after writes.
+        self._slice_index: dict[Key, builtins.list[EndpointSlice]] | None = None
         self._derived: dict[Key, tuple[EndpointSlice, ...]] = {}  # by Service key
         self._pods_by_ns: dict[str, dict[str, Pod]] = {}
         self._order: dict[tuple[str, str, str], int] = {}  # (kind, ns, name) -> creation seq
@@ -230,15 +232,14 @@ class Cluster:
             derived = self._derived.get((namespace, name))
             if derived is not None:
                 return list(derived)
-            return sorted(
-                (
-                    s
-                    for s in self._user_slices.values()
-                    if s.metadata.namespace == namespace
-                    and s.metadata.labels.get(_SERVICE_NAME_LABEL) == name
-                ),
-                key=lambda s: s.metadata.name,
-            )
+            if self._slice_index is None:
+                index: dict[Key, builtins.list[EndpointSlice]] = {}
+                for s in sorted(self._user_slices.values(), key=lambda s: s.metadata.name):
+                    svc_name = s.metadata.labels.get(_SERVICE_NAME_LABEL)
+                    if svc_name is not None:
+                        index.setdefault((s.metadata.namespace, svc_name), []).append(s)
+                self._slice_index = index
+            return list(self._slice_index.get((namespace, name), ()))
 
     def dns(self, **options: Any) -> ClusterDNS:
         """Cluster DNS over the current state, as CoreDNS would answer it.
@@ -362,6 +363,7 @@ class Cluster:
                         ],
                     )
                 del self._user_slices[(namespace, name)]
+                self._slice_index = None
             self._order.pop((kind, namespace if kind != "Node" else "", name), None)
             return obj
 
@@ -601,6 +603,7 @@ class Cluster:
             eps, metadata=attrs.evolve(eps.metadata, resource_version=str(self._version))
         )
         self._user_slices[key] = eps
+        self._slice_index = None
         self._remember("EndpointSlice", *key)
         return eps
 
@@ -692,6 +695,7 @@ class Cluster:
             ip_snaps,
             port_snap,
         ) = saved
+        self._slice_index = None
         for alloc, (rng, data) in zip(self.ip_allocators, ip_snaps, strict=True):
             alloc.restore(rng, data)
         self.node_port_allocator.restore(*port_snap)
@@ -766,6 +770,7 @@ class Cluster:
             ns = ""
         else:
             self._user_slices[(ns, name)] = obj
+            self._slice_index = None
         self._order[(obj.KIND, ns, name)] = order
 
     def save(self, path: str | os.PathLike[str]) -> None:
