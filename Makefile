@@ -14,6 +14,8 @@ DEB_PACKAGES := nftables iptables ipset iproute2 ipvsadm
 
 demo: venv build
 	$(VENV)/bin/kservice validate examples/
+	$(VENV)/bin/kservice alloc examples/
+	$(VENV)/bin/kservice dns backend-api.production -n staging examples/
 
 test: deps venv build lint typecheck pytest
 

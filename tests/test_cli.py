@@ -194,3 +194,95 @@ def test_unprintable_characters_do_not_crash(
     code, _, err = run(capsys, "validate", str(path))
     assert code == 1
     assert "unknown kind" in err
+
+
+# -- alloc, dns, env -----------------------------------------------------------------------
+def test_alloc_reports_allocations_bands_and_queries(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(
+        capsys, "alloc", str(EXAMPLES), "--node-port", "30080", "--node-port", "30001",
+        "--ip", "10.96.0.50",
+    )  # fmt: skip
+    assert code == 0, err
+    lines = out.splitlines()
+    demo = next(line for line in lines if line.startswith("staging/demo-app"))
+    assert "NodePort" in demo and demo.endswith("30080")
+    public = next(line for line in lines if line.startswith("production/public-api"))
+    assert ",hc:" in public  # externalTrafficPolicy Local: a healthCheckNodePort
+    assert "ClusterIP 10.96.0.0/12: 4/1048574 used; static band 0/256, dynamic band 4/1048318" in (
+        lines
+    )
+    assert "nodePort 30080: allocated to staging/demo-app (http/TCP) (static band)" in lines
+    assert "nodePort 30001: free (static band)" in lines
+    assert "10.96.0.50: free (static band of 10.96.0.0/12)" in lines
+
+
+def test_alloc_is_reproducible_and_seedable(capsys: pytest.CaptureFixture[str]) -> None:
+    first = run(capsys, "alloc", str(EXAMPLES))[1]
+    assert run(capsys, "alloc", str(EXAMPLES))[1] == first
+    assert run(capsys, "alloc", str(EXAMPLES), "--seed", "5")[1] != first
+
+
+def test_alloc_out_of_range_queries_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "alloc", str(EXAMPLES), "--ip", "1.2.3.4", "--node-port", "80")
+    assert code == 1
+    assert "1.2.3.4: not in the service range (10.96.0.0/12)" in out
+    assert "nodePort 80: not in the range 30000-32767" in out
+
+
+def test_alloc_conflicting_manifests_report_every_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    two = GOOD_SERVICE.replace("port: 80", "port: 80\n      nodePort: 30080").replace(
+        "spec:", "spec:\n  type: NodePort"
+    )
+    (tmp_path / "a.yaml").write_text(two)
+    (tmp_path / "b.yaml").write_text(two.replace("name: web", "name: web2"))
+    code, out, err = run(capsys, "alloc", str(tmp_path))
+    assert code == 1 and out == ""
+    assert err.strip() == (
+        'The Service "web2" is invalid: spec.ports[0].nodePort: Invalid value: 30080: '
+        "provided port is already allocated"
+    )
+
+
+def test_dns_counts_wasted_queries(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "dns", "api.example.com", "-n", "production", str(EXAMPLES),
+        "--upstream", "api.example.com=203.0.113.5",
+    )  # fmt: skip
+    assert code == 0
+    assert "4. api.example.com." in out and "wasted queries: 3" in out
+    code, out, _ = run(capsys, "dns", "backend-api", "-n", "production", str(EXAMPLES))
+    assert code == 0 and "wasted queries: 0" in out
+    code, out, _ = run(capsys, "dns", "nothing-here", "-n", "production", str(EXAMPLES))
+    assert code == 1 and "unresolved: NXDOMAIN" in out
+
+
+def test_dns_headless_statefulset_name(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "dns", "redis-0.redis", "-n", "data", str(EXAMPLES))
+    assert code == 0
+    assert "redis-0.redis.data.svc.cluster.local.\t5\tIN\tA\t10.244.1.40" in out
+
+
+def test_dns_bad_upstream_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "dns", "x", str(EXAMPLES), "--upstream", "nope")
+    assert code == 2 and "expected NAME=IP" in err
+
+
+def test_env_prints_kubelet_variables(capsys: pytest.CaptureFixture[str]) -> None:
+    pods = [o for o in kservice.load(EXAMPLES) if o.KIND == "Pod"]
+    name = next(p.metadata.name for p in pods if p.metadata.namespace == "production")
+    code, out, _ = run(capsys, "env", name, "-n", "production", str(EXAMPLES))
+    assert code == 0
+    env = dict(line.split("=", 1) for line in out.splitlines())
+    host = env["BACKEND_API_SERVICE_HOST"]
+    assert env["BACKEND_API_PORT"] == f"tcp://{host}:80"
+    assert env["BACKEND_API_SERVICE_PORT_HTTP"] == "80"
+    assert not any(k.startswith("DEMO_APP") for k in env)  # another namespace
+    assert not any(k.startswith("BILLING_DB") for k in env)  # ExternalName, other namespace
+
+
+def test_env_unknown_pod(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "env", "ghost", "-n", "production", str(EXAMPLES))
+    assert code == 1
+    assert 'Pod "ghost" not found in namespace "production"' in err

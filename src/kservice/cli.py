@@ -17,13 +17,16 @@ import argparse
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import TextIO, TypeAlias
+from typing import TextIO, TypeAlias, cast
 
 from kservice import __version__
 from kservice.api import manifest
-from kservice.errors import KServiceError, ManifestError, ValidationError
+from kservice.api.pod import Pod
+from kservice.control.cluster import ApiObject, ApplyError, Cluster, ClusterConfig
+from kservice.control.dns import format_resolution
+from kservice.errors import KServiceError, ManifestError, NotInRangeError, ValidationError
 
-__all__ = ["build_parser", "error_lines", "main", "read_manifests"]
+__all__ = ["build_cluster", "build_parser", "error_lines", "main", "read_manifests"]
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -56,7 +59,7 @@ def error_lines(error: BaseException) -> list[str]:
     ``examples/bad.yaml, document 2: The Service "web" is invalid:
     spec.ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive``
     """
-    if isinstance(error, manifest.LoadError):
+    if isinstance(error, manifest.LoadError | ApplyError):
         return [line for e in error.errors for line in error_lines(e)]
     if isinstance(error, ValidationError):
         return error.lines()
@@ -148,10 +151,259 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- shared by the subcommands that build a cluster ------------------------------------
+
+
+def _add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--service-cidr",
+        action="append",
+        metavar="CIDR",
+        help="service CIDR (--service-cluster-ip-range); give twice for dual-stack"
+        " (default 10.96.0.0/12)",
+    )
+    parser.add_argument(
+        "--node-port-range",
+        default="30000-32767",
+        metavar="RANGE",
+        help="--service-node-port-range (default 30000-32767)",
+    )
+    parser.add_argument(
+        "--domain", default="cluster.local", help="cluster DNS domain (default cluster.local)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the allocators' random choices (default 0: the same IPs every run)",
+    )
+
+
+def build_cluster(args: argparse.Namespace) -> Cluster | None:
+    """Read the manifests and apply them to a new cluster; None (after printing) on errors."""
+    result = read_manifests(args.paths, skip_unknown=args.skip_unknown)
+    if result is None:
+        return None
+    config = ClusterConfig(
+        service_cidrs=tuple(args.service_cidr or ("10.96.0.0/12",)),
+        node_port_range=args.node_port_range,
+        domain=args.domain,
+        seed=args.seed,
+    )
+    try:
+        objects = cast("list[ApiObject]", list(result.objects))
+        return Cluster.from_objects(objects, config)
+    except KServiceError as exc:
+        for line in error_lines(exc):
+            _err(line)
+        return None
+
+
+def _find_pod(cluster: Cluster, namespace: str, name: str) -> Pod:
+    obj = cluster.get("Pod", namespace, name)
+    assert isinstance(obj, Pod)
+    return obj
+
+
+# -- alloc ---------------------------------------------------------------------------------
+
+
+def _add_alloc(subparsers: _SubParsers) -> None:
+    parser = subparsers.add_parser(
+        "alloc",
+        help="show allocated ClusterIPs and nodePorts, and band occupancy",
+        description=(
+            "Apply the manifests to a cluster and report every allocated ClusterIP,"
+            " nodePort and healthCheckNodePort, the allocators' static/dynamic band"
+            " occupancy, and whether given IPs or nodePorts are free."
+        ),
+    )
+    _add_manifest_arguments(parser)
+    _add_cluster_arguments(parser)
+    parser.add_argument(
+        "--ip", action="append", default=[], metavar="IP", help="is this ClusterIP free?"
+    )
+    parser.add_argument(
+        "--node-port",
+        action="append",
+        default=[],
+        type=int,
+        metavar="PORT",
+        help="is this nodePort free?",
+    )
+    parser.set_defaults(handler=cmd_alloc)
+
+
+def _owners(cluster: Cluster) -> tuple[dict[str, str], dict[int, str]]:
+    ips: dict[str, str] = {}
+    ports: dict[int, str] = {}
+    for svc in cluster.services:
+        who = f"{svc.namespace}/{svc.name}"
+        for ip in svc.cluster_ips:
+            if ip != "None":
+                ips[ip] = who
+        for p in svc.ports:
+            if p.node_port is not None:
+                ports[p.node_port] = f"{who} ({p.name or p.port}/{p.protocol})"
+        if svc.health_check_node_port is not None:
+            ports[svc.health_check_node_port] = f"{who} (healthCheckNodePort)"
+    return ips, ports
+
+
+def cmd_alloc(args: argparse.Namespace) -> int:
+    """``kservice alloc PATH...``: allocations, band occupancy, and free/used queries."""
+    cluster = build_cluster(args)
+    if cluster is None:
+        return EXIT_INVALID
+    ip_owner, port_owner = _owners(cluster)
+    _out("SERVICE                          TYPE          CLUSTER-IPS                NODE-PORTS")
+    for svc in cluster.services:
+        ips = ",".join(svc.cluster_ips) or "-"
+        nps = [str(p.node_port) for p in svc.ports if p.node_port is not None]
+        if svc.health_check_node_port is not None:
+            nps.append(f"hc:{svc.health_check_node_port}")
+        _out(
+            f"{svc.namespace + '/' + svc.name:<32} {svc.type:<13} {ips:<26} {','.join(nps) or '-'}"
+        )
+    _out("")
+    for alloc in cluster.ip_allocators:
+        usage = alloc.band_usage()
+        _out(
+            f"ClusterIP {alloc.cidr}: {alloc.used}/{alloc.size} used;"
+            f" static band {usage.static.used}/{usage.static.total},"
+            f" dynamic band {usage.dynamic.used}/{usage.dynamic.total}"
+        )
+    npa = cluster.node_port_allocator
+    usage = npa.band_usage()
+    _out(
+        f"NodePort {npa.port_range}: {npa.used}/{npa.size} used;"
+        f" static band {usage.static.used}/{usage.static.total},"
+        f" dynamic band {usage.dynamic.used}/{usage.dynamic.total}"
+    )
+    status = EXIT_OK
+    for ip in args.ip:
+        line = _ip_status(cluster, ip, ip_owner)
+        status = status if line[1] else EXIT_INVALID
+        _out(line[0])
+    for port in args.node_port:
+        if not npa.contains(port):
+            _out(f"nodePort {port}: not in the range {npa.port_range}")
+            status = EXIT_INVALID
+            continue
+        band = npa.band_of(port)
+        owner = port_owner.get(port)
+        state = f"allocated to {owner}" if owner else "free"
+        _out(f"nodePort {port}: {state} ({band} band)")
+    return status
+
+
+def _ip_status(cluster: Cluster, ip: str, owners: dict[str, str]) -> tuple[str, bool]:
+    for alloc in cluster.ip_allocators:
+        try:
+            if not alloc.contains(ip):
+                continue
+            band = alloc.band_of(ip)
+        except NotInRangeError:
+            continue
+        owner = owners.get(ip) if alloc.has(ip) else None
+        state = f"allocated to {owner}" if owner else "free"
+        return f"{ip}: {state} ({band} band of {alloc.cidr})", True
+    cidrs = ", ".join(a.cidr for a in cluster.ip_allocators)
+    return f"{ip}: not in the service range ({cidrs})", False
+
+
+# -- dns -----------------------------------------------------------------------------------
+
+
+def _add_dns(subparsers: _SubParsers) -> None:
+    parser = subparsers.add_parser(
+        "dns",
+        help="resolve a name as a pod would, through cluster DNS",
+        description=(
+            "Show the queries a pod's resolver sends for NAME (search path and ndots),"
+            " which one answers, what CoreDNS answers, and how many queries were wasted."
+        ),
+    )
+    parser.add_argument("name", metavar="NAME", help="the name to look up")
+    parser.add_argument("--namespace", "-n", default="default", help="the pod's namespace")
+    parser.add_argument(
+        "--pod", metavar="POD", help="resolve from this pod (its dnsPolicy/dnsConfig)"
+    )
+    parser.add_argument(
+        "--type", dest="qtype", default="A", help="query type: A, AAAA, SRV, CNAME, PTR, TXT"
+    )
+    parser.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        metavar="NAME=IP[,IP]",
+        help="answers of the upstream resolver for names outside the cluster",
+    )
+    _add_manifest_arguments(parser)
+    _add_cluster_arguments(parser)
+    parser.set_defaults(handler=cmd_dns)
+
+
+def cmd_dns(args: argparse.Namespace) -> int:
+    """``kservice dns NAME --namespace NS PATH...``."""
+    upstream: dict[str, list[str]] = {}
+    for item in args.upstream:
+        name, sep, values = item.partition("=")
+        if not sep or not name or not values:
+            _err(f"--upstream {item!r}: expected NAME=IP[,IP...] (or NAME=CNAME-TARGET)")
+            return EXIT_USAGE
+        upstream.setdefault(name, []).extend(v for v in values.split(",") if v)
+    cluster = build_cluster(args)
+    if cluster is None:
+        return EXIT_INVALID
+    pod = _find_pod(cluster, args.namespace, args.pod) if args.pod else None
+    res = cluster.dns(upstream=upstream).resolve(
+        args.name, pod=pod, namespace=args.namespace, qtype=args.qtype
+    )
+    _out(format_resolution(res))
+    return EXIT_OK if res.resolved else EXIT_INVALID
+
+
+# -- env -----------------------------------------------------------------------------------
+
+
+def _add_env(subparsers: _SubParsers) -> None:
+    parser = subparsers.add_parser(
+        "env",
+        help="the service environment variables a pod gets",
+        description=(
+            "Print the {SVC}_SERVICE_HOST/_PORT and Docker-link variables the kubelet"
+            " injects into POD (Services created before the pod, in its namespace,"
+            " when enableServiceLinks is true, plus the master service)."
+        ),
+    )
+    parser.add_argument("pod", metavar="POD", help="the pod's name")
+    parser.add_argument("--namespace", "-n", default="default", help="the pod's namespace")
+    _add_manifest_arguments(parser)
+    _add_cluster_arguments(parser)
+    parser.set_defaults(handler=cmd_env)
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    """``kservice env POD --namespace NS PATH...``: ``NAME=value`` lines."""
+    cluster = build_cluster(args)
+    if cluster is None:
+        return EXIT_INVALID
+    pod = _find_pod(cluster, args.namespace, args.pod)
+    for key, value in cluster.env_for(pod).items():
+        _out(f"{key}={value}")
+    return EXIT_OK
+
+
 # -- the parser ---------------------------------------------------------------------------
 
 #: The subcommands, in the order ``--help`` lists them.
-_COMMANDS: tuple[Callable[[_SubParsers], None], ...] = (_add_validate,)
+_COMMANDS: tuple[Callable[[_SubParsers], None], ...] = (
+    _add_validate,
+    _add_alloc,
+    _add_dns,
+    _add_env,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
