@@ -369,7 +369,7 @@ dns_label = st.builds(
 )
 subdomain = st.lists(dns_label, min_size=1, max_size=3).map(".".join)
 ipv4 = st.integers(1, 2**24 - 2).map(lambda n: f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}")
-ipv6 = st.integers(1, 2**32).map(lambda n: f"fd00::{n >> 16:x}:{n & 0xFFFF:x}")
+ipv6 = st.integers(1, 2**32 - 1).map(lambda n: f"fd00::{n >> 16:x}:{n & 0xFFFF:x}")
 cidr4 = st.tuples(st.integers(0, 255), st.integers(16, 24)).map(lambda t: f"10.{t[0]}.0.0/{t[1]}")
 cidr6 = st.integers(0, 0xFFFF).map(lambda n: f"fd00:{n:x}::/64")
 pod_cidrs = st.sampled_from([(), ("4",), ("6",), ("4", "6"), ("6", "4")]).flatmap(

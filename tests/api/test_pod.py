@@ -637,7 +637,7 @@ port_name = st.text("abcxyz", min_size=1, max_size=6) | st.builds(
     lambda a, b: f"{a}-{b}", st.text("abc", min_size=1, max_size=3), alnum
 )
 ipv4 = st.integers(1, 2**24 - 2).map(lambda n: f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}")
-ipv6 = st.integers(1, 2**32).map(lambda n: f"fd00::{n >> 16:x}:{n & 0xFFFF:x}")
+ipv6 = st.integers(1, 2**32 - 1).map(lambda n: f"fd00::{n >> 16:x}:{n & 0xFFFF:x}")
 pod_ips = st.sampled_from([(), ("4",), ("6",), ("4", "6"), ("6", "4")]).flatmap(
     lambda fams: st.tuples(*(ipv4 if f == "4" else ipv6 for f in fams))
 )

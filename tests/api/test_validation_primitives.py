@@ -24,7 +24,7 @@ from kservice.errors import ErrorType, FieldError
 
 DNS1123_LABEL_MSG = (
     "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
-    "and must start and end with an alphanumeric character (e.g. 'my-name' or '123-abc', "
+    "and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', "
     "regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
 )
 DNS1123_SUBDOMAIN_MSG = (
@@ -35,24 +35,24 @@ DNS1123_SUBDOMAIN_MSG = (
 )
 DNS1035_LABEL_MSG = (
     "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with "
-    "an alphabetic character, and end with an alphanumeric character (e.g. 'my-name' or "
+    "an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or "
     "'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
 )
 NAME_PART_MSG = (
     "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and "
-    "end with an alphanumeric character (e.g. 'MyName' or 'my.name' or '123-abc', regex used "
+    "end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used "
     "for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
 )
 LABEL_KEY_SLASHES_MSG = (
     "a valid label key must consist of alphanumeric characters, '-', '_' or '.', and must "
-    "start and end with an alphanumeric character (e.g. 'MyName' or 'my.name' or '123-abc', "
+    "start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', "
     "regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an "
     "optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
 )
 LABEL_VALUE_MSG = (
     "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' "
-    "or '.', and must start and end with an alphanumeric character (e.g. 'MyValue' or "
-    "'my_value' or '12345', regex used for validation is "
+    "or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or "
+    "'my_value',  or '12345', regex used for validation is "
     "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
 )
 PORT_RANGE_MSG = "must be between 1 and 65535, inclusive"
@@ -81,7 +81,7 @@ def test_message_builders() -> None:
     assert v.inclusive_range_error(1, 65535) == PORT_RANGE_MSG
     assert v.regex_error("msg", "re") == "msg (regex used for validation is 're')"
     assert v.regex_error("msg", "re", "a", "b") == (
-        "msg (e.g. 'a' or 'b', regex used for validation is 're')"
+        "msg (e.g. 'a',  or 'b', regex used for validation is 're')"
     )
     assert v.TOTAL_ANNOTATION_SIZE_LIMIT_BYTES == 262144
 

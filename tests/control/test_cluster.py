@@ -521,7 +521,9 @@ class RegistryMachine(RuleBasedStateMachine):
         assert len(ports) == len(set(ports))
 
 
-RegistryMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
+RegistryMachine.TestCase.settings = settings(
+    max_examples=150, stateful_step_count=30, deadline=None
+)
 test_registry_state_machine = RegistryMachine.TestCase
 
 

@@ -120,8 +120,10 @@ def regex_error(msg: str, fmt: str, *examples: str) -> str:
     """``RegexError``: the explanation of a failed regex match, with examples."""
     if not examples:
         return f"{msg} (regex used for validation is '{fmt}')"
-    shown = " or ".join(f"'{e}'" for e in examples)
-    return f"{msg} (e.g. {shown}, regex used for validation is '{fmt}')"
+    # Upstream appends "', " after every example and " or " between them, so two
+    # examples read "'my-name',  or '123-abc', regex used ..." (sic, two spaces).
+    shown = " or ".join(f"'{e}', " for e in examples)
+    return f"{msg} (e.g. {shown}regex used for validation is '{fmt}')"
 
 
 def empty_error() -> str:

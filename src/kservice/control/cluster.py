@@ -501,25 +501,35 @@ class Cluster:
     def _allocate_node_ports(
         self, svc: Service, old: Service | None, txn: _Txn
     ) -> tuple[Service, builtins.list[FieldError]]:
+        """nodePorts and the healthCheckNodePort (``storage/alloc.go``).
+
+        A nodePort the old object held for a port is kept without allocating it
+        again; the healthCheckNodePort likewise only as the health check. One
+        value never serves both a port and the health check.
+        """
         op = txn.port_op
-        old_held = set(_held_node_ports(old)) if old is not None else set()
-        keep: set[int] = set()
+        old_ports = {p.node_port for p in old.ports if p.node_port is not None} if old else set()
+        old_hc = old.health_check_node_port if old is not None else None
+        taken: set[int] = set()  # nodePorts of the new object's ports
         errs: builtins.list[FieldError] = []
 
-        def take(port: int | None, path: str) -> int | None:
-            """Allocate ``port`` (or any) unless this write or the old object holds it."""
-            if port is not None and (port in keep or port in old_held):
-                keep.add(port)
-                return port
+        def allocate(port: int | None, path: str) -> int | None:
             try:
-                got = op.allocate(port) if port is not None else op.allocate_next()
+                return op.allocate(port) if port is not None else op.allocate_next()
             except AllocationError as exc:
                 if port is None:
                     errs.append(FieldError.internal(path, f"failed to allocate a nodePort: {exc}"))
                 else:
                     errs.append(FieldError.invalid(path, port, str(exc)))
                 return None
-            keep.add(got)
+
+        def take(port: int | None, path: str) -> int | None:
+            if port is not None and (port in taken or port in old_ports):
+                got: int | None = port
+            else:
+                got = allocate(port, path)
+            if got is not None:
+                taken.add(got)
             return got
 
         ports = list(svc.ports)
@@ -543,12 +553,15 @@ class Cluster:
                         if got is not None:
                             by_number.setdefault(p.port, got)
                             ports[i] = attrs.evolve(p, node_port=got)
-        hc = (
-            take(svc.health_check_node_port, "spec.healthCheckNodePort")
-            if svc.needs_health_check
-            else None
-        )
-        for port in old_held - keep:
+        hc: int | None = None
+        if svc.needs_health_check:
+            want = svc.health_check_node_port
+            if want is not None and want == old_hc and want not in taken:
+                hc = want
+            else:
+                hc = allocate(want, "spec.healthCheckNodePort")
+        held_now = taken | ({hc} if hc is not None else set())
+        for port in (old_ports | ({old_hc} if old_hc is not None else set())) - held_now:
             op.release_deferred(port)
         return attrs.evolve(svc, ports=tuple(ports), health_check_node_port=hc), errs
 
