@@ -6,14 +6,23 @@ every type error with its Kubernetes field path (never raising on bad input).
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
-from typing import Any, TypeVar
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
+from typing import Any, Protocol, TypeVar
 
 import attrs
 
 from kservice.errors import FieldError
 
-__all__ = ["FrozenMap", "ObjectMeta", "Reader", "frozen_map", "sorted_tuple"]
+__all__ = [
+    "FrozenMap",
+    "Named",
+    "ObjectMeta",
+    "Reader",
+    "condition_status",
+    "frozen_map",
+    "tuple_of",
+    "type_name",
+]
 
 T = TypeVar("T")
 
@@ -82,9 +91,25 @@ def frozen_map(value: Mapping[str, str] | None) -> FrozenMap:
     return FrozenMap(value)
 
 
-def sorted_tuple(value: Any) -> tuple[Any, ...]:
-    """attrs converter: any iterable to a tuple (order kept)."""
+def tuple_of(value: Any) -> tuple[Any, ...]:
+    """attrs converter: any iterable (or None) to a tuple, order kept."""
     return tuple(value) if value is not None else ()
+
+
+class _HasStatus(Protocol):
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+
+def condition_status(conditions: Iterable[_HasStatus], type_: str) -> str | None:
+    """The status ("True", "False", "Unknown") of condition ``type_``, if present."""
+    for c in conditions:
+        if c.type == type_:
+            return c.status
+    return None
 
 
 @attrs.frozen
@@ -162,7 +187,28 @@ class ObjectMeta:
         return out
 
 
-def _type_name(value: Any) -> str:
+class Named:
+    """Identity shortcuts of every API object (``name``, ``namespace``, ``key``)."""
+
+    __slots__ = ()
+    metadata: ObjectMeta
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """``(namespace, name)``; the namespace is empty for cluster-scoped objects."""
+        return (self.metadata.namespace, self.metadata.name)
+
+
+def type_name(value: Any) -> str:
+    """The JSON name of a value's type, for "must be a string, not number" errors."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -173,7 +219,7 @@ def _type_name(value: Any) -> str:
         return "string"
     if isinstance(value, list | tuple):
         return "array"
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return "object"
     return type(value).__name__
 
@@ -193,7 +239,7 @@ class Reader:
 
     def _bad(self, path: builtins.str, value: Any, expected: builtins.str) -> None:
         self.errors.append(
-            FieldError.invalid(path, value, f"must be {expected}, not {_type_name(value)}")
+            FieldError.invalid(path, value, f"must be {expected}, not {type_name(value)}")
         )
 
     def map(

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import attrs
 
 from kservice.api import validation as v
-from kservice.api._base import ObjectMeta, Reader
+from kservice.api._base import Named, ObjectMeta, Reader, tuple_of
 from kservice.errors import FieldError, ValidationError
 
 __all__ = [
@@ -83,10 +83,6 @@ _REF_KEYS = frozenset(
     {"kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath"}
 )
 _PORT_KEYS = frozenset({"name", "protocol", "port", "appProtocol"})
-
-
-def _tuple(value: Any) -> tuple[Any, ...]:
-    return tuple(value) if value is not None else ()
 
 
 def _label(meta: ObjectMeta, key: str) -> str | None:
@@ -152,8 +148,8 @@ class EndpointHints:
     ``for_nodes`` is the newer hint (Kubernetes 1.33, ``PreferSameNode``).
     """
 
-    for_zones: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
-    for_nodes: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    for_zones: tuple[str, ...] = attrs.field(default=(), converter=tuple_of)
+    for_nodes: tuple[str, ...] = attrs.field(default=(), converter=tuple_of)
 
     @classmethod
     def read(cls, r: Reader, data: dict[str, Any], path: str) -> EndpointHints:
@@ -222,7 +218,7 @@ class Endpoint:
     string is kept as given (and fails validation where the API server's does).
     """
 
-    addresses: tuple[str, ...] = attrs.field(converter=_tuple)
+    addresses: tuple[str, ...] = attrs.field(converter=tuple_of)
     conditions: EndpointConditions = attrs.field(factory=EndpointConditions)
     hostname: str | None = None
     node_name: str | None = None
@@ -326,7 +322,7 @@ class EndpointPort:
 
 
 @attrs.frozen
-class EndpointSlice:
+class EndpointSlice(Named):
     """An EndpointSlice (discovery.k8s.io/v1), defaulted as the API server stores it."""
 
     KIND: ClassVar[str] = "EndpointSlice"
@@ -334,22 +330,10 @@ class EndpointSlice:
 
     metadata: ObjectMeta
     address_type: str  # "IPv4" | "IPv6" | "FQDN"
-    endpoints: tuple[Endpoint, ...] = attrs.field(default=(), converter=_tuple)
-    ports: tuple[EndpointPort, ...] = attrs.field(default=(), converter=_tuple)
+    endpoints: tuple[Endpoint, ...] = attrs.field(default=(), converter=tuple_of)
+    ports: tuple[EndpointPort, ...] = attrs.field(default=(), converter=tuple_of)
 
     # -- identity -----------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return self.metadata.name
-
-    @property
-    def namespace(self) -> str:
-        return self.metadata.namespace
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """``(namespace, name)``."""
-        return (self.metadata.namespace, self.metadata.name)
 
     # -- derived --------------------------------------------------------------
     @property

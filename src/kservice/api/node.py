@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import attrs
 
 from kservice.api import validation as v
-from kservice.api._base import FrozenMap, ObjectMeta, Reader
+from kservice.api._base import FrozenMap, Named, ObjectMeta, Reader, condition_status, tuple_of
 from kservice.errors import FieldError, ValidationError
 
 __all__ = [
@@ -41,10 +41,6 @@ _IP_ADDRESS_TYPES = ("ExternalIP", "InternalIP")
 LABEL_HOSTNAME = "kubernetes.io/hostname"
 LABEL_ZONE = "topology.kubernetes.io/zone"
 LABEL_REGION = "topology.kubernetes.io/region"
-
-
-def _tuple(value: Any) -> tuple[Any, ...]:
-    return tuple(value) if value is not None else ()
 
 
 def _label(meta: ObjectMeta, key: str) -> str | None:
@@ -100,7 +96,7 @@ class NodeCondition:
 
 
 @attrs.frozen
-class Node:
+class Node(Named):
     """A Node (v1), reduced to what Services and kube-proxy need.
 
     ``pod_cidrs`` holds ``spec.podCIDRs``; ``spec.podCIDR`` is derived as its
@@ -114,15 +110,12 @@ class Node:
     API_VERSION: ClassVar[str] = "v1"
 
     metadata: ObjectMeta
-    pod_cidrs: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    pod_cidrs: tuple[str, ...] = attrs.field(default=(), converter=tuple_of)
     unschedulable: bool = False
-    addresses: tuple[NodeAddress, ...] = attrs.field(default=(), converter=_tuple)
-    conditions: tuple[NodeCondition, ...] = attrs.field(default=(), converter=_tuple)
+    addresses: tuple[NodeAddress, ...] = attrs.field(default=(), converter=tuple_of)
+    conditions: tuple[NodeCondition, ...] = attrs.field(default=(), converter=tuple_of)
 
     # -- identity -----------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return self.metadata.name
 
     @property
     def labels(self) -> FrozenMap:
@@ -175,10 +168,7 @@ class Node:
 
     def condition(self, type_: str) -> str | None:
         """The status ("True", "False", "Unknown") of condition ``type_``, if present."""
-        for c in self.conditions:
-            if c.type == type_:
-                return c.status
-        return None
+        return condition_status(self.conditions, type_)
 
     @property
     def is_ready(self) -> bool:

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import attrs
 
 from kservice.api import validation as v
-from kservice.api._base import FrozenMap, ObjectMeta, Reader
+from kservice.api._base import FrozenMap, Named, ObjectMeta, Reader, condition_status, tuple_of
 from kservice.errors import FieldError, ValidationError
 
 __all__ = [
@@ -49,10 +49,6 @@ PROTOCOLS = ("SCTP", "TCP", "UDP")
 MAX_DNS_NAMESERVERS = 3
 MAX_DNS_SEARCH_PATHS = 32
 MAX_DNS_SEARCH_LIST_CHARS = 2048  # including the spaces between paths
-
-
-def _tuple(value: Any) -> tuple[Any, ...]:
-    return tuple(value) if value is not None else ()
 
 
 @attrs.frozen
@@ -98,7 +94,7 @@ class Container:
     """A container, reduced to its name and ports."""
 
     name: str
-    ports: tuple[ContainerPort, ...] = attrs.field(default=(), converter=_tuple)
+    ports: tuple[ContainerPort, ...] = attrs.field(default=(), converter=tuple_of)
 
     @classmethod
     def read(cls, r: Reader, data: dict[str, Any], path: str) -> Container:
@@ -139,9 +135,9 @@ class DNSConfigOption:
 class PodDNSConfig:
     """``spec.dnsConfig``: merged into the resolver settings ``dnsPolicy`` produces."""
 
-    nameservers: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
-    searches: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
-    options: tuple[DNSConfigOption, ...] = attrs.field(default=(), converter=_tuple)
+    nameservers: tuple[str, ...] = attrs.field(default=(), converter=tuple_of)
+    searches: tuple[str, ...] = attrs.field(default=(), converter=tuple_of)
+    options: tuple[DNSConfigOption, ...] = attrs.field(default=(), converter=tuple_of)
 
     @classmethod
     def read(cls, r: Reader, data: dict[str, Any], path: str) -> PodDNSConfig:
@@ -196,7 +192,7 @@ def _family(ip: str) -> int | None:
 
 
 @attrs.frozen
-class Pod:
+class Pod(Named):
     """A Pod (v1), reduced to what Services, endpoints and DNS need.
 
     ``pod_ips`` holds ``status.podIPs``; ``status.podIP`` is derived as its
@@ -211,7 +207,7 @@ class Pod:
     API_VERSION: ClassVar[str] = "v1"
 
     metadata: ObjectMeta
-    containers: tuple[Container, ...] = attrs.field(default=(), converter=_tuple)
+    containers: tuple[Container, ...] = attrs.field(default=(), converter=tuple_of)
     node_name: str | None = None
     hostname: str | None = None
     subdomain: str | None = None
@@ -220,22 +216,10 @@ class Pod:
     dns_policy: str = "ClusterFirst"
     dns_config: PodDNSConfig | None = None
     phase: str | None = None
-    pod_ips: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
-    conditions: tuple[PodCondition, ...] = attrs.field(default=(), converter=_tuple)
+    pod_ips: tuple[str, ...] = attrs.field(default=(), converter=tuple_of)
+    conditions: tuple[PodCondition, ...] = attrs.field(default=(), converter=tuple_of)
 
     # -- identity -----------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return self.metadata.name
-
-    @property
-    def namespace(self) -> str:
-        return self.metadata.namespace
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """``(namespace, name)``."""
-        return (self.metadata.namespace, self.metadata.name)
 
     @property
     def labels(self) -> FrozenMap:
@@ -257,10 +241,7 @@ class Pod:
 
     def condition(self, type_: str) -> str | None:
         """The status ("True", "False", "Unknown") of condition ``type_``, if present."""
-        for c in self.conditions:
-            if c.type == type_:
-                return c.status
-        return None
+        return condition_status(self.conditions, type_)
 
     @property
     def is_ready(self) -> bool:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import attrs
 
 from kservice.api import validation as v
-from kservice.api._base import FrozenMap, ObjectMeta, Reader, frozen_map
+from kservice.api._base import FrozenMap, Named, ObjectMeta, Reader, frozen_map, tuple_of
 from kservice.errors import FieldError, ValidationError
 
 __all__ = [
@@ -154,12 +154,8 @@ class LoadBalancerIngress:
         return out
 
 
-def _tuple(value: Any) -> tuple[Any, ...]:
-    return tuple(value) if value is not None else ()
-
-
 @attrs.frozen
-class Service:
+class Service(Named):
     """A Kubernetes Service (v1), defaulted as the API server stores it.
 
     ``cluster_ip`` is ``None`` until allocated, ``"None"`` for headless
@@ -174,41 +170,29 @@ class Service:
     metadata: ObjectMeta
     type: str = "ClusterIP"
     selector: FrozenMap = attrs.field(factory=FrozenMap, converter=frozen_map)
-    ports: tuple[ServicePort, ...] = attrs.field(default=(), converter=_tuple)
+    ports: tuple[ServicePort, ...] = attrs.field(default=(), converter=tuple_of)
     cluster_ip: str | None = None
-    cluster_ips: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
-    ip_families: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    cluster_ips: tuple[str, ...] = attrs.field(default=(), converter=tuple_of)
+    ip_families: tuple[str, ...] = attrs.field(default=(), converter=tuple_of)
     ip_family_policy: str | None = None
-    external_ips: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    external_ips: tuple[str, ...] = attrs.field(default=(), converter=tuple_of)
     session_affinity: str = "None"
     session_affinity_timeout: int | None = None
     external_traffic_policy: str | None = None
     internal_traffic_policy: str | None = None
     health_check_node_port: int | None = None
     load_balancer_ip: str | None = None
-    load_balancer_source_ranges: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    load_balancer_source_ranges: tuple[str, ...] = attrs.field(default=(), converter=tuple_of)
     load_balancer_class: str | None = None
     allocate_load_balancer_node_ports: bool | None = None
     external_name: str | None = None
     publish_not_ready_addresses: bool = False
     traffic_distribution: str | None = None
     load_balancer_ingress: tuple[LoadBalancerIngress, ...] = attrs.field(
-        default=(), converter=_tuple
+        default=(), converter=tuple_of
     )
 
     # -- identity -----------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return self.metadata.name
-
-    @property
-    def namespace(self) -> str:
-        return self.metadata.namespace
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """``(namespace, name)``."""
-        return (self.metadata.namespace, self.metadata.name)
 
     # -- derived flags (never stored twice) ------------------------------------
     @property

@@ -53,6 +53,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Literal, NamedTuple
 
+from kservice.api._base import type_name
 from kservice.errors import FieldError
 
 __all__ = [
@@ -139,24 +140,8 @@ def inclusive_range_error(lo: int, hi: int) -> str:
 # -- type handling -----------------------------------------------------------------------
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list | tuple):
-        return "array"
-    if isinstance(value, Mapping):
-        return "object"
-    return type(value).__name__
-
-
 def _wrong_type(path: str, value: Any, expected: str) -> FieldError:
-    return FieldError.invalid(path, value, f"must be {expected}, not {_type_name(value)}")
+    return FieldError.invalid(path, value, f"must be {expected}, not {type_name(value)}")
 
 
 def _is_int(value: Any) -> bool:
