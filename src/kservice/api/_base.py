@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
 from kservice.errors import FieldError
 
 __all__ = [
+    "Condition",
     "FrozenMap",
     "Named",
     "ObjectMeta",
@@ -96,15 +97,26 @@ def tuple_of(value: Any) -> tuple[Any, ...]:
     return tuple(value) if value is not None else ()
 
 
-class _HasStatus(Protocol):
-    @property
-    def type(self) -> str: ...
+@attrs.frozen
+class Condition:
+    """One ``status.conditions[]`` entry (Pod or Node); ``status`` is "True", "False"
+    or "Unknown". Other condition fields (reason, message, times) are not kept."""
 
-    @property
-    def status(self) -> str: ...
+    type: str
+    status: str
+
+    @classmethod
+    def read(cls, r: Reader, data: dict[str, Any], path: str) -> Condition:
+        return cls(
+            type=r.str(data, "type", f"{path}.type", default=""),
+            status=r.str(data, "status", f"{path}.status", default=""),
+        )
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {"type": self.type, "status": self.status}
 
 
-def condition_status(conditions: Iterable[_HasStatus], type_: str) -> str | None:
+def condition_status(conditions: Iterable[Condition], type_: str) -> str | None:
     """The status ("True", "False", "Unknown") of condition ``type_``, if present."""
     for c in conditions:
         if c.type == type_:

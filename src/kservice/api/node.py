@@ -20,7 +20,15 @@ from typing import Any, ClassVar
 import attrs
 
 from kservice.api import validation as v
-from kservice.api._base import FrozenMap, Named, ObjectMeta, Reader, condition_status, tuple_of
+from kservice.api._base import (
+    Condition,
+    FrozenMap,
+    Named,
+    ObjectMeta,
+    Reader,
+    condition_status,
+    tuple_of,
+)
 from kservice.errors import FieldError, ValidationError
 
 __all__ = [
@@ -77,22 +85,7 @@ class NodeAddress:
         return {"type": self.type, "address": self.address}
 
 
-@attrs.frozen
-class NodeCondition:
-    """One ``status.conditions[]`` entry; ``status`` is "True", "False" or "Unknown"."""
-
-    type: str
-    status: str
-
-    @classmethod
-    def read(cls, r: Reader, data: dict[str, Any], path: str) -> NodeCondition:
-        return cls(
-            type=r.str(data, "type", f"{path}.type", default=""),
-            status=r.str(data, "status", f"{path}.status", default=""),
-        )
-
-    def to_manifest(self) -> dict[str, Any]:
-        return {"type": self.type, "status": self.status}
+NodeCondition = Condition
 
 
 @attrs.frozen

@@ -25,7 +25,15 @@ from typing import Any, ClassVar
 import attrs
 
 from kservice.api import validation as v
-from kservice.api._base import FrozenMap, Named, ObjectMeta, Reader, condition_status, tuple_of
+from kservice.api._base import (
+    Condition,
+    FrozenMap,
+    Named,
+    ObjectMeta,
+    Reader,
+    condition_status,
+    tuple_of,
+)
 from kservice.errors import FieldError, ValidationError
 
 __all__ = [
@@ -158,22 +166,7 @@ class PodDNSConfig:
         return out
 
 
-@attrs.frozen
-class PodCondition:
-    """One ``status.conditions[]`` entry; ``status`` is "True", "False" or "Unknown"."""
-
-    type: str
-    status: str
-
-    @classmethod
-    def read(cls, r: Reader, data: dict[str, Any], path: str) -> PodCondition:
-        return cls(
-            type=r.str(data, "type", f"{path}.type", default=""),
-            status=r.str(data, "status", f"{path}.status", default=""),
-        )
-
-    def to_manifest(self) -> dict[str, Any]:
-        return {"type": self.type, "status": self.status}
+PodCondition = Condition
 
 
 def _read_pod_ip(r: Reader, data: dict[str, Any], path: str) -> str:
