@@ -34,8 +34,8 @@ from typing import Any, Literal
 
 from kservice.netfilter.nft_text import (
     _CT_STATES,
-    _NAME_RE,
     _PROTO_NAMES,
+    _READ_NAME_RE,
     DYNAMIC_SET_SIZE,
     FAMILIES,
     FULL_MASK,
@@ -49,7 +49,10 @@ from kservice.netfilter.nft_text import (
     _Builder,
     _ChainB,
     _check_comment,
+    _check_flag,
+    _check_iface,
     _check_name,
+    _check_type,
     _check_unique,
     _Ctx,
     _ctx_for,
@@ -214,7 +217,7 @@ def _expr_json(e: Expr, ctx: _Ctx, port_word: str | None) -> JSON:
         return _match(_eq(e.negate), _payload(port_word or "th", e.field), right)
     if isinstance(e, IfaceMatch):
         _field(e.field, ("iif", "oif"))
-        return _match(_eq(e.negate), _meta(f"{e.field}name"), e.name)
+        return _match(_eq(e.negate), _meta(f"{e.field}name"), _check_iface(e.name))
     if isinstance(e, MarkMatch):
         _u32(e.value, "mark")
         _u32(e.mask, "mark mask")
@@ -232,7 +235,11 @@ def _expr_json(e: Expr, ctx: _Ctx, port_word: str | None) -> JSON:
         states = [s.lower() for s in e.states]
         left = {"ct": {"key": "state"}}
         if e.negate:
-            return _match("!=", left, states[0] if len(states) == 1 else {"|": states})
+            # nft writes a | b | c as binary ORs: {"|": [{"|": [a, b]}, c]}
+            ored: JSON = states[0]
+            for state in states[1:]:
+                ored = {"|": [ored, state]}
+            return _match("!=", left, ored)
         return _match("in", left, states[0] if len(states) == 1 else states)
     if isinstance(e, SetMatch):
         right = f"@{_check_name(e.set_name, 'set')}"
@@ -398,7 +405,9 @@ def _element_json(s: NftSet, key: tuple[str, ...], value: ElementValue, ctx: _Ct
 
 
 def _set_json(table: Table, s: NftSet, ctx: _Ctx, updated: bool) -> JSON:
-    types = s.key_type.split(" . ")
+    types = _check_type(s.key_type, "set key type").split(" . ")
+    if s.value_type is not None:
+        _check_type(s.value_type, "map value type")
     body: dict[str, Any] = {
         "family": table.family,
         "name": _check_name(s.name, "set"),
@@ -412,7 +421,7 @@ def _set_json(table: Table, s: NftSet, ctx: _Ctx, updated: bool) -> JSON:
     if updated:
         body["size"] = DYNAMIC_SET_SIZE
     if s.flags:
-        body["flags"] = list(s.flags)
+        body["flags"] = [_check_flag(f) for f in s.flags]
     if s.timeout is not None:
         body["timeout"] = int(s.timeout)
     if s.elements:
@@ -515,7 +524,7 @@ def _keys_of(expr: JSON) -> list[str] | None:
 
 
 def _set_ref(right: JSON) -> str | None:
-    if isinstance(right, str) and right.startswith("@") and _NAME_RE.match(right[1:]):
+    if isinstance(right, str) and right.startswith("@") and _READ_NAME_RE.match(right[1:]):
         return right[1:]
     return None
 
@@ -618,7 +627,7 @@ class _JsonRules:
             return simple[kind]
         if kind in ("jump", "goto") and isinstance(value, dict) and set(value) == {"target"}:
             target = value["target"]
-            if isinstance(target, str) and _NAME_RE.match(target):
+            if isinstance(target, str) and _READ_NAME_RE.match(target):
                 return Jump(target) if kind == "jump" else Goto(target)
             return None
         if kind == "reject":
@@ -793,7 +802,7 @@ class _JsonRules:
             states, negate = right["set"], False
         elif op == "!=":
             negate = True
-            states = right["|"] if isinstance(right, dict) and set(right) == {"|"} else [right]
+            states = _flatten_or(right)
         else:
             return None
         if not isinstance(states, list) or not states:
@@ -801,6 +810,14 @@ class _JsonRules:
         if not all(isinstance(s, str) and s in _CT_STATES for s in states):
             return None
         return [CtStateMatch(tuple(s.upper() for s in states), negate)]
+
+
+def _flatten_or(value: JSON) -> list[JSON]:
+    if isinstance(value, dict) and set(value) == {"|"}:
+        parts = value["|"]
+        if isinstance(parts, list):
+            return [x for part in parts for x in _flatten_or(part)]
+    return [value]
 
 
 def _is_match_stmt(stmt: dict[str, JSON]) -> bool:
@@ -916,7 +933,7 @@ class _JsonReader:
 
     def _name(self, body: dict[str, JSON], where: str) -> str:
         name = body.get("name")
-        if not isinstance(name, str) or not _NAME_RE.match(name):
+        if not isinstance(name, str) or not _READ_NAME_RE.match(name):
             self.b.fail(f"{where}: invalid name {name!r}")
         return name
 
@@ -941,7 +958,9 @@ class _JsonReader:
         table = self._table(body, where)
         name = self._name(body, where)
         c = table.chains.setdefault(name, _ChainB(name))
-        c.comment = self._comment(body, where) or c.comment
+        comment = self._comment(body, where)
+        if comment is not None:
+            c.comment = comment
         if "hook" in body or "type" in body or "prio" in body:
             ctype, hook, prio = body.get("type"), body.get("hook"), body.get("prio")
             if not isinstance(ctype, str) or not isinstance(hook, str) or not isinstance(prio, int):

@@ -38,9 +38,33 @@ Facts carried over (read, not copied):
   single-element anonymous sets printed without braces, ``size 65535`` and
   ``flags dynamic`` added to sets written from the packet path, the default
   ``policy accept`` printed on base chains. Names are identifiers
-  (``[A-Za-z_.][A-Za-z0-9_./:-]*``, at most 255 bytes; nft 1.0.6 accepts no
+  (``[A-Za-z_.][A-Za-z0-9_./-]*``, at most 255 bytes; nft 1.0.6 accepts no
   quoted names); comments are at most 128 bytes and cannot contain ``"``
   (nft has no escape).
+
+How the model is spelled (the compilers build these objects):
+
+* ``ProtoMatch(("tcp",))`` right before ``PortMatch("dport", ((80, 80),))`` is
+  ``tcp dport 80``; a port match after one known protocol is ``tcp dport``,
+  else ``th dport``; ``meta l4proto tcp dnat to ...`` stays as is.
+* ``MarkMatch(0, 0x4000)`` is kube-proxy's ``mark and 0x4000 == 0`` in the
+  script and nft's ``meta mark & 0x00004000 == 0x00000000`` in the listing;
+  ``MarkSet("or", 0x4000)`` is ``mark set mark or 0x4000`` / ``meta mark set
+  meta mark | 0x00004000``; ``MarkSet("set", V, M)`` is ``--set-xmark V/M``.
+* ``AddrTypeMatch("daddr")`` is ``fib daddr type local`` (``limit_iface_in``:
+  ``fib daddr . iif``); ``CtStateMatch`` states and address types are upper
+  case in the model, lower case in nft; interface names keep nft's ``*``.
+* Key fields: ``saddr``/``daddr`` -> ``ip``/``ip6 saddr`` (in an inet table by
+  the set's key type or the address), ``l4proto`` -> ``meta l4proto``,
+  ``sport``/``dport`` -> ``th sport``, ``mark`` -> ``meta mark``, ``iif``/``oif``
+  -> ``iifname``/``oifname``.
+* Map values: verdict maps hold ``"accept"``/``"drop"``/``"return"``/
+  ``"continue"`` or :class:`Jump`/:class:`Goto`; data maps the value text
+  (``"10.0.0.1 . 80"``). ``Reject.with_`` is what follows ``reject with``
+  (``icmp host-unreachable``, ``tcp reset``). ``IPMatch`` addresses read from
+  a dump may be ranges (``10.0.0.1-10.0.0.9``).
+* Errors are :class:`RulesParseError` (line and text) and
+  :class:`RulesRenderError`, shared with :mod:`kservice.netfilter.iptables_text`.
 
 Where the model has no place for something the formats carry:
 
@@ -108,8 +132,14 @@ __all__ = [
     "RulesParseError",
     "RulesRenderError",
     "as_listed",
+    "element_options",
+    "format_priority",
+    "format_time",
     "parse_list",
+    "parse_priority",
+    "parse_rule_text",
     "parse_script",
+    "parse_time_ms",
     "render_list",
     "render_script",
 ]
@@ -326,7 +356,11 @@ INTEGER_TYPES = frozenset(
     {"inet_service", "integer", "mark", "iface_index", "classid", "uid", "gid", "realm"}
 )
 
-_NAME_RE = re.compile(r"[A-Za-z_.][A-Za-z0-9_./:-]*\Z")
+#: Names kservice writes: nft identifiers (nft 1.0.6 accepts no quoted names).
+#: nft also reads some names with a colon (``a:b`` but not ``a:`` or ``a:b.c``);
+#: they are read back but never written.
+_NAME_RE = re.compile(r"[A-Za-z_.][A-Za-z0-9_./-]*\Z")
+_READ_NAME_RE = re.compile(r"[A-Za-z_.][A-Za-z0-9_./:-]*\Z")
 _TYPE_RE = re.compile(r"[a-z0-9_]+( \. [a-z0-9_]+)*\Z")
 _FLAG_RE = re.compile(r"[a-z][a-z0-9_-]*\Z")
 _ADDR_CHARS_RE = re.compile(r"[0-9A-Fa-f:./\-\[\]]+\Z")
@@ -380,6 +414,12 @@ def _check_raw(text: str) -> str:
     if text.lstrip().startswith("{"):
         raise RulesRenderError(f"raw JSON expression cannot be written as nft text: {text!r}")
     return text.strip()
+
+
+def _check_iface(name: str) -> str:
+    if not isinstance(name, str) or not name or any(_bad_comment_char(c) for c in name):
+        raise RulesRenderError(f"invalid interface name {name!r}")
+    return name
 
 
 def _check_type(text: str, what: str) -> str:
@@ -474,10 +514,6 @@ def _hex8(value: int) -> str:
 
 def _script_num(value: int) -> str:
     return "0" if value == 0 else hex(value)
-
-
-def _parse_int(text: str) -> int:
-    return int(text, 0)
 
 
 def _is_ipv6(text: str) -> bool:
@@ -596,10 +632,7 @@ def _render_expr(e: Expr, ctx: _Ctx, style: Style, port_word: str | None) -> str
         return f"{port_word or 'th'} {e.field} {_neg(e.negate)}{value}"
     if isinstance(e, IfaceMatch):
         _field(e.field, ("iif", "oif"))
-        name = e.name
-        if any(_bad_comment_char(c) for c in name) or not name:
-            raise RulesRenderError(f"invalid interface name {name!r}")
-        return f'{e.field}name {_neg(e.negate)}"{name}"'
+        return f'{e.field}name {_neg(e.negate)}"{_check_iface(e.name)}"'
     if isinstance(e, MarkMatch):
         _u32(e.value, "mark")
         _u32(e.mask, "mark mask")
@@ -730,7 +763,7 @@ def _render_verdict(v: Verdict, ctx: _Ctx, style: Style) -> str:
     raise RulesRenderError(f"cannot write verdict {v!r} as nft")
 
 
-def render_rule(rule: Rule, ctx: _Ctx, style: Style) -> str:
+def _render_rule(rule: Rule, ctx: _Ctx, style: Style) -> str:
     """One rule's text (without ``add rule F T C``), comment included."""
     hidden, words = _l4_plan(rule.exprs)
     parts = [
@@ -892,7 +925,7 @@ def render_script(ruleset: Ruleset, *, flush: bool = False) -> str:
                 lines.append(f"flush {_set_kind(s)} {fam} {s.name}")
         for chain in table.chains:
             for rule in chain.rules:
-                lines.append(f"add rule {fam} {chain.name} {render_rule(rule, ctx, 'script')}")
+                lines.append(f"add rule {fam} {chain.name} {_render_rule(rule, ctx, 'script')}")
         for s in table.sets:
             for element in s.elements:
                 lines.append(
@@ -953,7 +986,7 @@ def _chain_block_list(table: Table, chain: Chain, ctx: _Ctx) -> list[str]:
         lines.append(line)
     elif chain.policy is not None:
         raise RulesRenderError(f"regular chain {chain.name} cannot have a policy")
-    lines.extend(f"\t\t{render_rule(rule, ctx, 'list')}" for rule in chain.rules)
+    lines.extend(f"\t\t{_render_rule(rule, ctx, 'list')}" for rule in chain.rules)
     lines.append("\t}")
     return lines
 
@@ -1199,7 +1232,7 @@ class _RuleParser:
             return Return(), i + 1
         if w in ("jump", "goto"):
             target = self.word(i + 1)
-            if target is None or not _NAME_RE.match(target):
+            if target is None or not _READ_NAME_RE.match(target):
                 return None, i
             return (Jump(target) if w == "jump" else Goto(target)), i + 2
         if w == "reject":
@@ -1207,7 +1240,7 @@ class _RuleParser:
                 return Reject(), i + 1
             if self.word(i + 1) != "with" or i + 2 >= self.n:
                 return None, i
-            words = [t.text for t in self.toks[i + 2 :]]
+            words = [t.text for t in self.toks[i + 2 : self.n]]
             if len(words) >= 3 and words[0] in ("icmp", "icmpv6", "icmpx") and words[1] == "type":
                 words = [words[0], *words[2:]]
             text = " ".join(words)
@@ -1232,7 +1265,7 @@ class _RuleParser:
         k = self.keys(i)
         if k is not None and self.word(k[1]) == "vmap":
             name = self.word(k[1] + 1)
-            if name is not None and name.startswith("@") and _NAME_RE.match(name[1:]):
+            if name is not None and name.startswith("@") and _READ_NAME_RE.match(name[1:]):
                 return VmapLookup(name[1:], tuple(k[0])), k[1] + 2
         return None, i
 
@@ -1257,7 +1290,7 @@ class _RuleParser:
             num, colon, kind, target = (self.word(j + k) for k in range(4))
             if num is None or not num.isdigit() or colon != ":" or kind not in ("jump", "goto"):
                 return None, i
-            if target is None or not _NAME_RE.match(target):
+            if target is None or not _READ_NAME_RE.match(target):
                 return None, i
             mapping.append((int(num), Jump(target) if kind == "jump" else Goto(target)))
             j += 4
@@ -1275,7 +1308,7 @@ class _RuleParser:
         if w in ("ip", "ip6") and w2 in ("saddr", "daddr"):
             return self._addr_or_set(i, l4)
         if (w == "meta" and w2 == "l4proto") or (w == "th" and w2 in ("sport", "dport")):
-            if self.word(i + 2) == ".":
+            if self._lookup_follows(i + 2):
                 return self._set_match(i, l4)
             if w == "meta":
                 return self._proto(i + 2, l4)
@@ -1286,16 +1319,13 @@ class _RuleParser:
             j = i + 1 if w == "mark" else i + 2
             if self.word(j) == "set":
                 return self._markset(j + 1, l4)
-            if self.word(j) in (".", "@", "!=") and (
-                self.word(j) != "!=" or (self.word(j + 1) or "").startswith("@")
-            ):
+            if self._lookup_follows(j):
                 return self._set_match(i, l4)
             return self._mark(j, l4)
         if w in ("iifname", "oifname") or (w == "meta" and w2 in ("iifname", "oifname")):
             j = i + 1 if w != "meta" else i + 2
             field = (w if w != "meta" else w2 or "")[:3]
-            nxt = self.word(j) or ""
-            if nxt in (".", "@") or (nxt == "!=" and (self.word(j + 1) or "").startswith("@")):
+            if self._lookup_follows(j):
                 return self._set_match(i, l4)
             return self._iface(j, field, l4)
         if w == "fib":
@@ -1308,6 +1338,13 @@ class _RuleParser:
             return self._update(i, l4)
         return None
 
+    def _lookup_follows(self, j: int) -> bool:
+        """After a key expression: ``. more``, ``@set`` or ``!= @set``."""
+        nxt = self.word(j) or ""
+        if nxt in ("!=", "=="):
+            nxt = self.word(j + 1) or ""
+        return nxt == "." or nxt.startswith("@")
+
     def _set_match(self, i: int, l4: str | None) -> tuple[list[Expr], int, str | None] | None:
         k = self.keys(i)
         if k is None:
@@ -1315,7 +1352,7 @@ class _RuleParser:
         fields, j = k
         negate, j = self.rel(j)
         name = self.word(j)
-        if name is None or not name.startswith("@") or not _NAME_RE.match(name[1:]):
+        if name is None or not name.startswith("@") or not _READ_NAME_RE.match(name[1:]):
             return None
         return [SetMatch(name[1:], tuple(fields), negate)], j + 1, l4
 
@@ -1463,7 +1500,7 @@ class _RuleParser:
 
     def _update(self, i: int, l4: str | None) -> tuple[list[Expr], int, str | None] | None:
         name = self.word(i + 1)
-        if name is None or not name.startswith("@") or not _NAME_RE.match(name[1:]):
+        if name is None or not name.startswith("@") or not _READ_NAME_RE.match(name[1:]):
             return None
         if self.word(i + 2) != "{":
             return None
@@ -1677,7 +1714,7 @@ class _Builder:
         if key not in self.tables:
             if not create:
                 self.fail(f"no table {family} {name}")
-            if not _NAME_RE.match(name):
+            if not _READ_NAME_RE.match(name):
                 self.fail(f"invalid table name {name!r}")
             self.tables[key] = _TableB(family, name)
         return self.tables[key]
@@ -1921,7 +1958,7 @@ def _parse_element(b: _Builder, s: _SetB, text: str) -> Element:
     return _make_key(key, comment, timeout, expires), value
 
 
-def _apply_chain_decl(b: _Builder, table: _TableB, c: _ChainB, body: str, prop_text: str) -> None:
+def _apply_chain_decl(b: _Builder, table: _TableB, c: _ChainB, body: str) -> None:
     """``type X hook H priority P ; policy Y ; comment "C" ;`` (script or listed)."""
     props = _split_top(body)
     i = 0
@@ -2060,7 +2097,7 @@ class _ListReader:
         self.b.fail("unterminated block")
 
     def set_block(self, table: _TableB, name: str, kind: str) -> None:
-        if not _NAME_RE.match(name):
+        if not _READ_NAME_RE.match(name):
             self.b.fail(f"invalid {kind} name {name!r}")
         existing = table.sets.get(name)
         s = existing or _SetB(name, "")
@@ -2079,7 +2116,7 @@ class _ListReader:
         self.b.fail("unterminated set block")
 
     def chain_block(self, table: _TableB, name: str) -> None:
-        if not _NAME_RE.match(name):
+        if not _READ_NAME_RE.match(name):
             self.b.fail(f"invalid chain name {name!r}")
         c = table.chains.setdefault(name, _ChainB(name))
         while (line := self.next()) is not None:
@@ -2164,12 +2201,16 @@ def _commands(text: str) -> Iterator[tuple[int, str, list[_Line] | None]]:
 def _split_braced(rest: str) -> tuple[str, str | None]:
     """``NAME { body }`` -> (``NAME``, ``body``); ``NAME`` -> (``NAME``, None)."""
     if "{" not in rest:
-        return rest.strip(), None
-    head, _, body = rest.partition("{")
-    body = body.strip()
-    if not body.endswith("}"):
-        raise ValueError("unbalanced braces")
-    return head.strip(), body[:-1].strip()
+        head, body = rest.strip(), None
+    else:
+        head, _, body = rest.partition("{")
+        head, body = head.strip(), body.strip()
+        if not body.endswith("}"):
+            raise ValueError("unbalanced braces")
+        body = body[:-1].strip()
+    if len(head.split()) > 1:
+        raise ValueError(f"unexpected text after {head.split()[0]!r}")
+    return head, body
 
 
 class _ScriptRunner:
@@ -2233,7 +2274,9 @@ class _ScriptRunner:
             if verb == "create" and key in b.tables:
                 b.fail(f"table {fam} {tname} already exists")
             table = b.table(fam, tname, create=True)
-            _, body = _split_braced(rest) if rest else ("", None)
+            head, body = _split_braced(rest) if rest else ("", None)
+            if head:
+                b.fail(f"unexpected {head!r} after the table name")
             for prop in _split_top(body or ""):
                 if prop.startswith("comment "):
                     table.comment = _unquote(prop[len("comment ") :].strip())
@@ -2258,13 +2301,13 @@ class _ScriptRunner:
         b = self.b
         name, body = _split_braced(rest)
         if verb in ("add", "create"):
-            if not _NAME_RE.match(name):
+            if not _READ_NAME_RE.match(name):
                 b.fail(f"invalid chain name {name!r}")
             if verb == "create" and name in table.chains:
                 b.fail(f"chain {name} already exists")
             c = table.chains.setdefault(name, _ChainB(name))
             if body:
-                _apply_chain_decl(b, table, c, body, rest)
+                _apply_chain_decl(b, table, c, body)
         elif verb == "flush":
             b.chain(table, name).rules.clear()
         elif verb in ("delete", "destroy"):
@@ -2280,7 +2323,7 @@ class _ScriptRunner:
         b = self.b
         name, body = _split_braced(rest)
         if verb in ("add", "create"):
-            if not _NAME_RE.match(name):
+            if not _READ_NAME_RE.match(name):
                 b.fail(f"invalid {kind} name {name!r}")
             existing = table.sets.get(name)
             if existing is not None:
@@ -2464,7 +2507,28 @@ def _listed_proto(p: str) -> str:
     return _PROTO_NAMES.get(int(p), p) if p.isdigit() else p
 
 
-def _listed_rule(rule: Rule, family: str) -> Rule:
+def _l4_context(exprs: Sequence[Expr]) -> str | None:
+    """The protocol the last ``meta l4proto`` fixes (None: unknown or several)."""
+    for e in reversed(exprs):
+        if isinstance(e, ProtoMatch):
+            return e.protocols[0] if len(e.protocols) == 1 and not e.negate else None
+    return None
+
+
+def _network_context(exprs: Sequence[Expr], sets: dict[str, NftSet]) -> str | None:
+    """``icmp`` / ``icmpv6`` when an address match fixes the IP version."""
+    for e in exprs:
+        if isinstance(e, IPMatch) and e.cidrs:
+            return "icmpv6" if _is_ipv6(e.cidrs[0]) else "icmp"
+        if isinstance(e, SetMatch | SetUpdate) and e.set_name in sets:
+            types = sets[e.set_name].key_type.split(" . ")
+            for field, ktype in zip(e.keys, types, strict=False):
+                if field in ("saddr", "daddr") and ktype in ("ipv4_addr", "ipv6_addr"):
+                    return "icmp" if ktype == "ipv4_addr" else "icmpv6"
+    return None
+
+
+def _listed_rule(rule: Rule, family: str, sets: dict[str, NftSet]) -> Rule:
     exprs = list(rule.exprs)
     # 1. nft drops a `meta l4proto P` dependency that a later `P dport` uses
     #    (matches in between do not stop it, statements do); parsing the
@@ -2477,8 +2541,13 @@ def _listed_rule(rule: Rule, family: str) -> Rule:
             out.append(e)
             dep = len(out) - 1 if single in PORT_PROTOS else None
         elif isinstance(e, PortMatch):
-            if dep is not None and dep != len(out) - 1:
-                out.append(out.pop(dep))
+            if dep is not None:
+                # nft removes the dependency; reading `P dport` back puts a
+                # `meta l4proto P` right before the port match unless an earlier
+                # one already says P
+                proto = out.pop(dep)
+                if isinstance(proto, ProtoMatch) and _l4_context(out) != proto.protocols[0]:
+                    out.append(proto)
             dep = None
             out.append(e)
         elif isinstance(e, (Counter, MarkSet, SetUpdate, RawStatement)):
@@ -2501,6 +2570,14 @@ def _listed_rule(rule: Rule, family: str) -> Rule:
         elif isinstance(e, CtStateMatch):
             states = sorted(set(e.states), key=lambda s: CT_STATE_BITS.get(s, 1 << 20))
             e = attrs.evolve(e, states=tuple(states))
+        elif isinstance(e, MarkSet) and e.op == "set" and e.mask != FULL_MASK:
+            keep = ~e.mask & FULL_MASK
+            if e.value & keep == 0:
+                # nft drops the no-op half of (mark & A) | V
+                if e.value == 0:
+                    e = MarkSet("and", keep)
+                elif keep | e.value == FULL_MASK:
+                    e = MarkSet("or", e.value)
         canon.append(e)
     # 3. `P dport N P sport M` (both single values) are merged into one compare
     #    and printed in header order: sport first.
@@ -2528,6 +2605,12 @@ def _listed_rule(rule: Rule, family: str) -> Rule:
         default = {"ip": "icmp", "ip6": "icmpv6", "inet": "icmpx"}.get(family)
         if verdict.with_ == f"{default} port-unreachable":
             verdict = Reject()
+    elif isinstance(verdict, Reject) and family == "inet":
+        # in an inet table, a plain reject after an IPv4 (IPv6) address match
+        # becomes an icmp (icmpv6) reject, which nft then spells out
+        net = _network_context(canon, sets)
+        if net is not None:
+            verdict = Reject(f"{net} port-unreachable")
     elif isinstance(verdict, NumgenVmap):
         verdict = attrs.evolve(verdict, mapping=tuple(sorted(verdict.mapping, key=lambda m: m[0])))
     return attrs.evolve(rule, exprs=tuple(canon), verdict=verdict)
@@ -2642,11 +2725,13 @@ def as_listed(ruleset: Ruleset) -> Ruleset:
       protocol names, ``0x%08x`` marks);
     * a ``meta l4proto P`` a later ``P dport`` depends on moves right before it
       (nft prints the pair as ``P dport``), adjacent ``P dport N P sport M`` swap;
+    * ``meta mark set meta mark & A | V`` loses a no-op half (``| 0``, ``& 0xffffffff``);
     * anonymous sets: addresses canonical (``/32`` dropped, host bits cleared),
       duplicates dropped, sorted; sets holding a prefix or range merged as
       intervals; protocols and ct states sorted by number and bit; numgen maps
       by key; ``reject with icmp port-unreachable`` (the family default) is
-      ``reject``.
+      ``reject``, while a plain ``reject`` in an inet table after an IPv4 (IPv6)
+      address match is ``reject with icmp (icmpv6) port-unreachable``.
 
     Not modelled (avoid them where a byte-exact read-back matters): a merge that
     leaves one element in braces (``{ 172.30.0.0/15 }``: the model has no
@@ -2661,12 +2746,13 @@ def as_listed(ruleset: Ruleset) -> Ruleset:
             tables.append(t)
             continue
         updated = _update_targets(t)
+        set_types = {s.name: s for s in t.sets}
         chains = []
         for c in t.chains:
             policy = c.policy
             if c.hook is not None and policy is None:
                 policy = "accept"
-            rules = tuple(_listed_rule(r, t.family) for r in c.rules)
+            rules = tuple(_listed_rule(r, t.family, set_types) for r in c.rules)
             chains.append(attrs.evolve(c, rules=rules, policy=policy))
         sets = tuple(_listed_set(s, s.name in updated) for s in t.sets)
         tables.append(attrs.evolve(t, chains=tuple(chains), sets=sets))
