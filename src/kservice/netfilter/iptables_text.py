@@ -47,20 +47,25 @@ renderers expect):
   ``normalise(compiled) == parse(dump).ruleset``.
 
 Limits the kernel enforces and the renderers check rather than let the kernel
-silently change the rules: comments are at most 255 bytes (iptables truncates
-longer ones without a word), chain names at most 28 bytes, interface names 15,
-ipset names 31; no name or comment may contain a newline or NUL, and names are
-never quoted, so they may not contain whitespace or ``"``. Comments are quoted
-and escaped whenever needed, so no comment can break out of its place.
+silently change the rules (or refuse them at restore time): comments are at
+most 255 bytes (iptables truncates longer ones without a word), chain names at
+most 28 bytes and never a standard target, interface names 15, ipset names 31;
+no name or comment may contain a newline or NUL, and names are never quoted,
+so they may not contain whitespace or ``"``. Comments are quoted and escaped
+whenever needed, so no comment can break out of its place. REJECT lives in
+filter, the NAT targets in nat, DROP never in nat; ``!`` cannot go with
+several ``-s``/``-d`` addresses; IPv6 addrtype has no BROADCAST and friends.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
 import math
 import re
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Final, Literal, TypeAlias
 
 import attrs
@@ -157,6 +162,10 @@ _ADDR_TYPES: Final = (
     "THROW",
     "NAT",
     "XRESOLVE",
+)
+# Types xt_addrtype refuses for IPv6 (checked against the kernel: RULE_APPEND fails).
+_NO_IPV6_ADDR_TYPES: Final = frozenset(
+    ("BROADCAST", "BLACKHOLE", "PROHIBIT", "THROW", "NAT", "XRESOLVE")
 )
 # /etc/protocols names iptables-save prints for protocol numbers (getprotobynumber).
 _PROTO_BY_NUMBER: Final[Mapping[int, str]] = {
@@ -350,52 +359,42 @@ def _quote_save(value: str) -> str:
     return "".join(out)
 
 
+# A quoted run: "...", in which a backslash escapes the next character.
+_QUOTED: Final = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
+_ESCAPE: Final = re.compile(r"\\(.)", re.S)
+
+
+def _words(text: str) -> list[str]:
+    if '"' in text:
+        raise ValueError("unterminated quote")
+    return [w for w in text.replace("\t", " ").split(" ") if w]
+
+
 def _tokenize(line: str) -> tuple[list[str], list[bool]]:
     """Split a line into arguments as iptables-restore does; also say which were quoted.
 
     Blanks and tabs separate; outside quotes every other character is literal
-    (backslash too); a double quote opens a quoted run in which a backslash
-    escapes the next character, and the closing quote ends the argument.
+    (backslash too); a double quote opens a quoted run, joined to the word before
+    it, in which a backslash escapes the next character; the closing quote ends
+    the argument.
     """
     if '"' not in line:
-        toks = line.replace("\t", " ").split(" ")
-        words = [t for t in toks if t]
-        return words, [False] * len(words)
-    tokens: list[str] = []
+        tokens = _words(line)
+        return tokens, [False] * len(tokens)
+    tokens = []
     quoted: list[bool] = []
-    buf: list[str] = []
-    in_quote = escaped = was_quoted = False
-    for ch in line:
-        if in_quote:
-            if escaped:
-                buf.append(ch)
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_quote = False
-                tokens.append("".join(buf))
-                quoted.append(True)
-                buf = []
-                was_quoted = False
-            else:
-                buf.append(ch)
-            continue
-        if ch == '"':
-            in_quote = was_quoted = True
-        elif ch in " \t":
-            if buf:
-                tokens.append("".join(buf))
-                quoted.append(was_quoted)
-                buf = []
-        else:
-            buf.append(ch)
-    if in_quote:
-        raise ValueError("unterminated quote")
-    if buf:
-        tokens.append("".join(buf))
-        quoted.append(was_quoted)
-    return tokens, quoted
+    pos = 0
+    for m in _QUOTED.finditer(line):
+        before = line[pos : m.start()]
+        words = _words(before)
+        prefix = words.pop() if before and before[-1] not in " \t" else ""
+        tokens += words
+        quoted += [False] * len(words)
+        tokens.append(prefix + _ESCAPE.sub(r"\1", m.group(1)))
+        quoted.append(True)
+        pos = m.end()
+    words = _words(line[pos:])
+    return tokens + words, quoted + [False] * len(words)
 
 
 def _join_restore(tokens: Sequence[str]) -> str:
@@ -446,23 +445,50 @@ def _fmt_range(r: tuple[int, int]) -> str:
 
 def _parse_range(text: str) -> tuple[int, int]:
     """``80``, ``80:90``, ``:90`` or ``80:`` as iptables reads a port range."""
-    lo, sep, hi = text.partition(":")
+    m = re.fullmatch(r"([0-9]{0,5})(?:(:)([0-9]{0,5}))?", text)
+    if m is None or not (m.group(1) or m.group(2)):
+        raise ValueError(f"bad port {text!r} (port names are not read)")
+    lo, sep, hi = m.groups()
     a = int(lo) if lo else 0
     b = (int(hi) if hi else 65535) if sep else a
-    if not (0 <= a <= 65535 and 0 <= b <= 65535) or not lo.strip("0123456789") == "":
+    if not 0 <= a <= b <= 65535:
         raise ValueError(f"bad port {text!r}")
     return a, b
 
 
+def _ntop(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """The address as glibc's ``inet_ntop`` prints it (iptables-save uses it).
+
+    Python agrees except for IPv4 inside IPv6: glibc prints ``::ffff:1.2.3.4``
+    and ``::1.2.3.4`` when the longest zero run starts the address.
+    """
+    if addr.version == 4:
+        return str(addr)
+    words = [int.from_bytes(addr.packed[i : i + 2], "big") for i in range(0, 16, 2)]
+    best_base, best_len, run_base, run_len = -1, 0, -1, 0
+    for i, word in enumerate([*words, 1]):  # the sentinel closes a trailing run
+        if word == 0:
+            run_base, run_len = (i, 1) if run_base < 0 else (run_base, run_len + 1)
+            continue
+        if run_base >= 0 and run_len > best_len:
+            best_base, best_len = run_base, run_len
+        run_base = -1
+    if best_base == 0 and (best_len == 6 or (best_len == 5 and words[5] == 0xFFFF)):
+        v4 = ipaddress.IPv4Address(addr.packed[12:])
+        return f"::ffff:{v4}" if best_len == 5 else f"::{v4}"
+    return addr.compressed
+
+
+@functools.lru_cache(maxsize=4096)
 def _canon_cidr(text: str, family: Family) -> str:
     net = ipaddress.ip_network(text, strict=False)
     if net.version != _ip_version(family):
         raise ValueError(f"{text!r} is not an {family} address")
-    return f"{net.network_address}/{net.prefixlen}"
+    return f"{_ntop(net.network_address)}/{net.prefixlen}"
 
 
 def _canon_addr(text: str) -> str:
-    return str(ipaddress.ip_address(text))
+    return _ntop(ipaddress.ip_address(text))
 
 
 def _quantize_probability(text: str) -> str:
@@ -671,6 +697,11 @@ def _validate_rule(
             types = e.addr_type.split(",")
             if not all(t in _ADDR_TYPES for t in types):
                 raise RulesRenderError(f"bad address type {e.addr_type!r}", where=where)
+            if family == "ip6" and set(types) & _NO_IPV6_ADDR_TYPES:
+                raise RulesRenderError(
+                    f"IPv6 addrtype cannot match {sorted(set(types) & _NO_IPV6_ADDR_TYPES)}",
+                    where=where,
+                )
             module_seen = True
         elif isinstance(e, CtStateMatch):
             if not e.states or not all(s in _CT_STATES for s in e.states):
@@ -732,7 +763,21 @@ def _validate_rule(
         else:  # pragma: no cover - the Match/Statement unions are exhaustive
             raise RulesRenderError(f"unknown expression {e!r}", where=where)
 
+    _check_recent_set(rule, where)
+    ips = [e for e in rule.exprs if isinstance(e, IPMatch)]
+    if any(e.negate for e in ips) and any(len(e.cidrs) > 1 for e in ips):
+        raise RulesRenderError(
+            "! is not allowed with multiple source or destination addresses", where=where
+        )
     v = rule.verdict
+    # Targets bound to a table: xt_REJECT is filter-only, the NAT targets nat-only, and
+    # iptables refuses DROP in nat ("not intended for filtering").
+    if isinstance(v, Reject) and table.name != "filter":
+        raise RulesRenderError("REJECT is valid only in the filter table", where=where)
+    if isinstance(v, DNAT | SNAT | Masquerade) and table.name != "nat":
+        raise RulesRenderError(f"{type(v).__name__} is valid only in the nat table", where=where)
+    if isinstance(v, Drop) and table.name == "nat":
+        raise RulesRenderError("iptables refuses DROP in the nat table", where=where)
     if v is not None and target_seen:
         raise RulesRenderError(
             "an iptables rule has one target: a MarkSet/RawStatement and a verdict cannot "
@@ -761,6 +806,30 @@ def _validate_rule(
             )
     elif isinstance(v, VmapLookup | NumgenVmap):
         raise RulesRenderError(f"{type(v).__name__} is an nftables verdict", where=where)
+
+
+def _check_recent_set(rule: Rule, where: str) -> None:
+    """Refuse a ``-m recent ... --set`` iptables would hand to ``-m set`` instead.
+
+    iptables merges an extension's options once, when the extension is first
+    loaded, and an option both know goes to the one merged last: once ``-m set``
+    was loaded after ``-m recent``, a later ``--set`` belongs to the set match
+    (``option "--set" requires an argument``).
+    """
+    first_recent: int | None = None
+    first_set: int | None = None
+    for i, e in enumerate(rule.exprs):
+        if isinstance(e, RecentMatch):
+            if first_recent is None:
+                first_recent = i
+            if e.mode == "set" and first_set is not None and first_recent < first_set:
+                raise RulesRenderError(
+                    "iptables gives this RecentMatch's --set to the SetMatch loaded before "
+                    "it; put the RecentMatch ahead of every SetMatch",
+                    where=where,
+                )
+        elif isinstance(e, SetMatch) and first_set is None:
+            first_set = i
 
 
 def _iptables_tables(ruleset: Ruleset) -> list[Table]:
@@ -1007,7 +1076,9 @@ def _normal_rule(rule: Rule, src: IPMatch | None, dst: IPMatch | None, family: F
     proto_module: ProtoMatch | None = None
     for e in rule.exprs:
         if isinstance(e, IfaceMatch):
-            generic["i" if e.field == "iif" else "o"].append(e)
+            # "-i +" is "any interface": the kernel keeps no interface match for it.
+            if e.negate or e.name != "+":
+                generic["i" if e.field == "iif" else "o"].append(e)
         elif isinstance(e, ProtoMatch):
             name = _protocol_name(e.protocols[0])
             canon = ProtoMatch((name,), e.negate)
@@ -1083,8 +1154,9 @@ def normalise(ruleset: Ruleset) -> Ruleset:
       present (policy ACCEPT unless set), in hook order, then user chains
       sorted by name;
     * ``-s``/``-d`` with several addresses expanded into one rule per pair;
-      addresses with their prefix and host bits cleared (``10.0.0.1/32``);
-      ``0.0.0.0/0`` and ``-p all`` dropped; protocol numbers named;
+      addresses with their prefix and host bits cleared (``10.0.0.1/32``), IPv6
+      as ``inet_ntop`` prints it; ``0.0.0.0/0``, ``-i +`` and ``-p all``
+      dropped; protocol numbers named (``47`` -> ``gre``);
     * match order as iptables-save prints it: ``-s -d -i -o -p -f`` first, then
       the match modules in rule order (a ``tcp``/``udp``/``sctp`` ProtoMatch at
       its module, followed by its ``--sport`` and ``--dport``); a port range
@@ -1347,7 +1419,7 @@ class _RuleParser:
         quoted: list[bool],
         *,
         family: Family,
-        chains: frozenset[str],
+        chains: AbstractSet[str],
         set_types: Mapping[str, str],
         warn: _Warn,
     ) -> None:
@@ -1557,7 +1629,7 @@ class _RuleParser:
             if any(o.name not in _PORT_OPTS for o in m.opts):
                 unknown = sorted(o.name for o in m.opts if o.name not in _PORT_OPTS)
                 return self._raw(m, f"{m.name} option(s) {', '.join(unknown)} not modelled")
-            return self._raw(m, f"-m {m.name} with repeated port options")
+            return self._raw(m, f"a second -m {m.name}, or one naming a port twice")
         try:
             if m.name == "multiport":
                 return self._multiport(m, opts)
@@ -1754,8 +1826,6 @@ class _Warn:
 class _TableState:
     name: str
     start: int
-    chains: dict[str, Chain] = attrs.Factory(dict)
-    rules: dict[str, list[Rule]] = attrs.Factory(dict)
     lines: list[tuple[int, str]] = attrs.Factory(list)
 
 
@@ -1847,6 +1917,7 @@ def _finish_table(
             if len(parts) > 1:
                 declared.add(parts[1])
     declared.discard("")
+    known = set(declared)  # every chain a jump may name: declared, or created by use
     order: list[str] = []
     chains: dict[str, Chain] = {}
     rules: dict[str, list[tuple[int, Rule]]] = {}
@@ -1862,6 +1933,7 @@ def _finish_table(
             chains[name] = Chain(name)
         order.append(name)
         rules[name] = []
+        known.add(name)
 
     for number, raw in state.lines:
         warn.line, warn.text = number, raw
@@ -1921,7 +1993,7 @@ def _finish_table(
                     rest,
                     rest_q,
                     family=family,
-                    chains=frozenset(declared | set(chains)),
+                    chains=known,
                     set_types=set_types,
                     warn=warn,
                 )
