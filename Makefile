@@ -16,6 +16,7 @@ demo: venv build
 	$(VENV)/bin/kservice validate examples/
 	$(VENV)/bin/kservice alloc examples/
 	$(VENV)/bin/kservice dns backend-api.production -n staging examples/
+	$(VENV)/bin/kservice compile examples/ --mode nftables --node node-a --cluster-cidr 10.244.0.0/16
 
 test: deps venv build lint typecheck pytest
 

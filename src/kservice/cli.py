@@ -25,6 +25,13 @@ from kservice.api.pod import Pod
 from kservice.control.cluster import ApiObject, ApplyError, Cluster, ClusterConfig
 from kservice.control.dns import format_resolution
 from kservice.errors import KServiceError, ManifestError, NotInRangeError, ValidationError
+from kservice.netfilter import iptables_text, nft_json, nft_text
+from kservice.netfilter.ruleset import Ruleset
+from kservice.proxy.config import ProxyConfig
+from kservice.proxy.iptables import compile as iptables_compile
+from kservice.proxy.nftables import compile as nftables_compile
+from kservice.proxy.nftables import delta as nftables_delta
+from kservice.proxy.nodeview import NodeView
 
 __all__ = ["build_cluster", "build_parser", "error_lines", "main", "read_manifests"]
 
@@ -395,6 +402,195 @@ def cmd_env(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- compile and diff ------------------------------------------------------------------
+
+#: Output formats per mode: the first is the default (what kube-proxy itself writes).
+_FORMATS = {
+    "iptables": ("restore", "save"),
+    "nftables": ("script", "list", "json"),
+}
+
+
+def _add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mode", choices=sorted(_FORMATS), default="iptables", help="kube-proxy mode"
+    )
+    parser.add_argument("--node", required=True, metavar="NAME", help="the node to compile for")
+    parser.add_argument(
+        "--node-ip",
+        action="append",
+        default=[],
+        metavar="IP",
+        help="the node's IP (default: the Node object's addresses); repeatable",
+    )
+    parser.add_argument(
+        "--cluster-cidr",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="pod CIDR for kube-proxy's local-traffic detection (--cluster-cidr)",
+    )
+    parser.add_argument(
+        "--ip-family", choices=("IPv4", "IPv6"), default="IPv4", help="the proxier's family"
+    )
+    parser.add_argument("--masquerade-all", action="store_true", help="kube-proxy --masquerade-all")
+
+
+def _proxy_config(args: argparse.Namespace) -> ProxyConfig:
+    return ProxyConfig(
+        mode=args.mode,
+        ip_family=args.ip_family,
+        cluster_cidrs=tuple(args.cluster_cidr),
+        masquerade_all=args.masquerade_all,
+    )
+
+
+def _compile_ruleset(cluster: Cluster, args: argparse.Namespace) -> Ruleset:
+    view = NodeView.from_cluster(
+        cluster, args.node, _proxy_config(args), node_ips=args.node_ip or None
+    )
+    if args.mode == "nftables":
+        return nftables_compile(view, service_cidrs=cluster.config.service_cidrs)
+    return iptables_compile(view)
+
+
+def _render(ruleset: Ruleset, mode: str, fmt: str) -> str:
+    if mode == "nftables":
+        if fmt == "list":
+            return nft_text.render_list(ruleset)
+        if fmt == "json":
+            return nft_json.render_json(ruleset)
+        return nft_text.render_script(ruleset)
+    if fmt == "save":
+        return iptables_text.render_save(ruleset)
+    return iptables_text.render_restore(ruleset)
+
+
+def _write_output(text: str, path: str | None) -> None:
+    if path is None or path == "-":
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise KServiceError(f"{path}: cannot write: {exc.strerror}") from exc
+
+
+def _add_compile(subparsers: _SubParsers) -> None:
+    parser = subparsers.add_parser(
+        "compile",
+        help="the rules kube-proxy programs on a node",
+        description=(
+            "Apply the manifests to a cluster, take NODE's view as kube-proxy sees it,"
+            " and print the ruleset kube-proxy would program there, in the real tools'"
+            " text: iptables-restore (or iptables-save) for iptables mode; the nft -f"
+            " script (or `nft list ruleset`, or `nft -j` JSON) for nftables mode."
+        ),
+    )
+    _add_manifest_arguments(parser)
+    _add_cluster_arguments(parser)
+    _add_proxy_arguments(parser)
+    parser.add_argument(
+        "--format",
+        metavar="FORMAT",
+        help="iptables: restore (default) or save; nftables: script (default), list or json",
+    )
+    parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    parser.set_defaults(handler=cmd_compile)
+
+
+def _check_format(args: argparse.Namespace) -> str | None:
+    allowed = _FORMATS[args.mode]
+    fmt = args.format or allowed[0]
+    if fmt not in allowed:
+        _err(f"--format {fmt!r} is not available in {args.mode} mode: choose {', '.join(allowed)}")
+        return None
+    return fmt
+
+
+def _check_node(cluster: Cluster, args: argparse.Namespace) -> bool:
+    names = [n.metadata.name for n in cluster.nodes]
+    if args.node in names or args.node_ip:
+        return True
+    known = ", ".join(names) if names else "none"
+    _err(f'Node "{args.node}" not found (nodes in the manifests: {known}); give --node-ip')
+    return False
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    """``kservice compile PATH... --mode M --node N``."""
+    fmt = _check_format(args)
+    if fmt is None:
+        return EXIT_USAGE
+    cluster = build_cluster(args)
+    if cluster is None or not _check_node(cluster, args):
+        return EXIT_INVALID
+    _write_output(_render(_compile_ruleset(cluster, args), args.mode, fmt), args.output)
+    return EXIT_OK
+
+
+def _add_diff(subparsers: _SubParsers) -> None:
+    parser = subparsers.add_parser(
+        "diff",
+        help="the nftables transaction between two cluster states",
+        description=(
+            "Apply OLD's manifests to a cluster, then move it to NEW's (updating,"
+            " creating and deleting objects as the API server would, so unchanged"
+            " Services keep their ClusterIPs), and print the nft transaction that turns"
+            " NODE's kube-proxy table from the first state into the second, touching"
+            " only what changed (kube-proxy's partial sync)."
+        ),
+    )
+    parser.add_argument("old", metavar="OLD_PATH", help="manifests of the first state")
+    parser.add_argument("new", metavar="NEW_PATH", help="manifests of the second state")
+    parser.add_argument(
+        "--skip-unknown",
+        action="store_true",
+        help="skip documents of kinds kservice does not model",
+    )
+    _add_cluster_arguments(parser)
+    _add_proxy_arguments(parser)
+    parser.set_defaults(handler=cmd_diff, mode="nftables")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """``kservice diff OLD NEW --mode nftables --node N``."""
+    if args.mode != "nftables":
+        _err("kservice diff: only nftables mode has partial syncs (use --mode nftables)")
+        return EXIT_USAGE
+    args.paths = [args.old]
+    old = build_cluster(args)
+    if old is None:
+        return EXIT_INVALID
+    new_objects = read_manifests([args.new], skip_unknown=args.skip_unknown)
+    if new_objects is None:
+        return EXIT_INVALID
+    new = Cluster.from_state(old.to_state())
+    wanted = {(o.KIND, o.metadata.namespace, o.metadata.name) for o in new_objects.objects}
+    try:
+        for obj in list(new):
+            key = (obj.KIND, obj.metadata.namespace, obj.metadata.name)
+            derived = (
+                obj.KIND == "EndpointSlice"
+                and obj.metadata.labels.get("endpointslice.kubernetes.io/managed-by")
+                == "endpointslice-controller.k8s.io"
+            )
+            if key not in wanted and not derived:
+                new.delete(obj.KIND, obj.metadata.namespace, obj.metadata.name)
+        new.apply_all(cast("list[ApiObject]", list(new_objects.objects)))
+    except KServiceError as exc:
+        for line in error_lines(exc):
+            _err(line)
+        return EXIT_INVALID
+    if not (_check_node(old, args) and _check_node(new, args)):
+        return EXIT_INVALID
+    txn = nftables_delta(_compile_ruleset(old, args), _compile_ruleset(new, args))
+    _write_output(txn.text, args.output)
+    return EXIT_OK
+
+
 # -- the parser ---------------------------------------------------------------------------
 
 #: The subcommands, in the order ``--help`` lists them.
@@ -403,6 +599,8 @@ _COMMANDS: tuple[Callable[[_SubParsers], None], ...] = (
     _add_alloc,
     _add_dns,
     _add_env,
+    _add_compile,
+    _add_diff,
 )
 
 
