@@ -33,7 +33,7 @@ from typing import Any
 import attrs
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import kservice
@@ -75,15 +75,12 @@ from kservice.proxy.iptables import (
     KUBE_SERVICES,
     LARGE_CLUSTER_ENDPOINTS_THRESHOLD,
     IptablesHost,
-    _hash16,
     compile,
     compute_probability,
 )
 from kservice.proxy.naming import (
     iptables_endpoint_chain,
     join_host_port,
-    port_proto_hash,
-    service_port_endpoint_chain_name,
 )
 from kservice.proxy.nodeview import EndpointInfo
 
@@ -1473,6 +1470,7 @@ def test_longest_valid_names_fit_the_comment_limit() -> None:
 @settings(max_examples=30, deadline=None)
 @given(namespace=_LABEL, name=_LABEL, port_name=_PORT_NAME)
 def test_valid_names_never_break_the_text(namespace: str, name: str, port_name: str) -> None:
+    assume(port_name != "u")  # the view's second port is named "u"
     ruleset = compile(_longest_view(namespace, name, port_name))
     text = render_restore(ruleset)
     assert parse(text).ruleset.tables == ruleset.tables
@@ -1505,18 +1503,6 @@ def test_over_long_comments_are_cut_as_the_kernel_cuts_them() -> None:
 
 
 # ------------------------------------------------------------------- chain names
-@settings(max_examples=200, deadline=None)
-@given(
-    text=st.text(), endpoint=st.text(max_size=50), protocol=st.sampled_from(["TCP", "UDP", "SCTP"])
-)
-def test_fast_chain_hash_is_namings(text: str, endpoint: str, protocol: str) -> None:
-    """The compiler's hash (first 10 digest bytes) equals kservice.proxy.naming's."""
-    assert _hash16(text + protocol.lower()) == port_proto_hash(text, protocol)
-    assert "KUBE-SEP-" + _hash16(text + protocol.lower() + endpoint) == (
-        service_port_endpoint_chain_name(text, endpoint, protocol)
-    )
-
-
 def test_chain_names_are_namings() -> None:
     """Every per-service chain the compiler names is the one naming.py computes."""
     view = case_view("overall")

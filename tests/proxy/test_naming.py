@@ -8,6 +8,8 @@ of real clusters.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 
 import pytest
@@ -35,7 +37,7 @@ from kservice.proxy import (
     service_port_chain_name,
     service_port_endpoint_chain_name,
 )
-from kservice.proxy.naming import NFTABLES_CHAIN_NAME_BASE_MAX
+from kservice.proxy.naming import NFTABLES_CHAIN_NAME_BASE_MAX, hash8, hash16
 
 
 def spn(text: str, protocol: str = "TCP") -> ServicePortName:
@@ -263,3 +265,11 @@ def test_nftables_chain_names_fit_nftables(key: ServicePortName, endpoint: str) 
         assert len(chain) <= 256
         assert re.fullmatch(r"[A-Za-z_.][A-Za-z0-9_./-]*", chain)
     assert "/" in nftables_endpoint_chain(key, endpoint)  # upstream's isServiceChainName
+
+
+@given(st.text())
+def test_fast_hashes_equal_base32_of_the_whole_digest(text: str) -> None:
+    """hash8/hash16 encode only the digest bytes they need; same text as b32encode."""
+    full = base64.b32encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
+    assert hash8(text) == full[:8]
+    assert hash16(text) == full[:16]

@@ -1422,15 +1422,6 @@ def test_delta_applies_to_exactly_the_new_ruleset(
 
 
 # ------------------------------------------------------------------ naming and caching
-@settings(max_examples=300, deadline=None)
-@given(st.text(min_size=1, max_size=300))
-def test_fast_hash_and_truncate_is_the_naming_modules(name: str) -> None:
-    from kservice.proxy import nftables
-    from kservice.proxy.naming import hash_and_truncate
-
-    assert nftables._hash_and_truncate(name) == hash_and_truncate(name)
-
-
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_chain_names_are_the_naming_modules(case: Case) -> None:
     from kservice.proxy.naming import (

@@ -108,7 +108,6 @@ never get there: the longest comment is under 200 characters.
 from __future__ import annotations
 
 import gc
-import hashlib
 import ipaddress
 import operator
 from collections.abc import Iterable, Sequence
@@ -150,6 +149,7 @@ from kservice.proxy.naming import (
     IPTABLES_LOCAL_PREFIX,
     IPTABLES_SEP_PREFIX,
     IPTABLES_SVC_PREFIX,
+    hash16,
 )
 from kservice.proxy.nodeview import EndpointInfo, LocalTrafficDetector, NodeView, ServicePortInfo
 
@@ -251,33 +251,6 @@ def _statistic(n: int) -> StatisticMatch:
 
 
 # -- chain names --------------------------------------------------------------------
-_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # RFC 4648, as Go's base32.StdEncoding
-_B32_PAIRS: Final = tuple(a + b for a in _B32 for b in _B32)
-
-
-def _hash16(text: str) -> str:
-    """The first 16 characters of ``base32(sha256(text))`` (kube-proxy's chain hash).
-
-    Equal to :func:`kservice.proxy.naming.port_proto_hash` on ``name + protocol``
-    and to the hash of ``service_port_endpoint_chain_name``: 16 base32
-    characters are exactly the first 10 digest bytes, so only those are
-    encoded, 10 bits at a time (``base64.b32encode`` of the whole digest is a
-    pure-Python loop and dominated the compile time).
-    """
-    x = int.from_bytes(hashlib.sha256(text.encode()).digest()[:10], "big")
-    p = _B32_PAIRS
-    return (
-        p[x >> 70]
-        + p[x >> 60 & 1023]
-        + p[x >> 50 & 1023]
-        + p[x >> 40 & 1023]
-        + p[x >> 30 & 1023]
-        + p[x >> 20 & 1023]
-        + p[x >> 10 & 1023]
-        + p[x & 1023]
-    )
-
-
 # -- shared immutable pieces --------------------------------------------------------
 _JUMP_MARK_MASQ: Final = Jump(KUBE_MARK_MASQ)
 _JUMP_NODEPORTS: Final = Jump(KUBE_NODEPORTS)
@@ -433,7 +406,7 @@ def _service_port(p: ServicePortInfo, ctx: _Ctx, out: _Out) -> None:
     """``syncProxyRules``' loop body for one service port."""
     name = str(p.name)
     proto = p.protocol.lower()
-    chain_hash = _hash16(name + proto)
+    chain_hash = hash16(name + proto)
     svc_chain = IPTABLES_SVC_PREFIX + chain_hash
     svl_chain = IPTABLES_LOCAL_PREFIX + chain_hash
     ext_chain = IPTABLES_EXTERNAL_PREFIX + chain_hash
@@ -653,7 +626,7 @@ def _service_port(p: ServicePortInfo, ctx: _Ctx, out: _Out) -> None:
     sep_chains: list[Chain] = []
     for ep in p.all_reachable_endpoints:
         ep_str = ep.endpoint_string
-        sep = IPTABLES_SEP_PREFIX + _hash16(base + ep_str)
+        sep = IPTABLES_SEP_PREFIX + hash16(base + ep_str)
         eps[id(ep)] = (ep_str, Jump(sep), sep)
         dnat_exprs: tuple[Expr, ...] = (
             (RecentMatch(sep, "set"), proto_match) if affinity is not None else (proto_match,)
@@ -702,7 +675,7 @@ def _endpoint_rules(
         info = known.get(id(ep))
         if info is None:  # a hand-built view with distinct objects
             ep_str = ep.endpoint_string
-            sep = IPTABLES_SEP_PREFIX + _hash16(base + ep_str)
+            sep = IPTABLES_SEP_PREFIX + hash16(base + ep_str)
             info = (ep_str, Jump(sep), sep)
         eps.append(info)
     if affinity is not None:

@@ -65,7 +65,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import hashlib
 import ipaddress
 import operator
 from collections.abc import Iterable, Iterator, Sequence
@@ -103,12 +102,12 @@ from kservice.netfilter.ruleset import (
 )
 from kservice.proxy.naming import (
     NFTABLES_AFFINITY_PREFIX,
-    NFTABLES_CHAIN_NAME_BASE_MAX,
     NFTABLES_CLUSTER_PREFIX,
     NFTABLES_ENDPOINT_PREFIX,
     NFTABLES_EXTERNAL_PREFIX,
     NFTABLES_FIREWALL_PREFIX,
     NFTABLES_LOCAL_PREFIX,
+    hash_and_truncate,
 )
 from kservice.proxy.nodeview import (
     EndpointInfo,
@@ -191,27 +190,6 @@ Element: TypeAlias = tuple[tuple[str, ...], ElementValue]
 
 
 # ----------------------------------------------------------------------------- helpers
-_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-_B32_PAIRS = tuple(a + b for a in _B32 for b in _B32)
-
-
-def _hash_and_truncate(name: str) -> str:
-    """:func:`kservice.proxy.naming.hash_and_truncate`, fast.
-
-    The 8-character prefix is the base32 text of the first 5 bytes of the
-    sha256 (base32 maps every 5 bytes to 8 characters independently), written
-    from a 1024-entry table instead of the pure-Python ``base64.b32encode`` of
-    the whole digest: compiling 10,000 Services names 110,000 chains. The tests
-    check it against the naming module.
-    """
-    n = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:5], "big")
-    p = _B32_PAIRS
-    out = f"{p[n >> 30]}{p[(n >> 20) & 1023]}{p[(n >> 10) & 1023]}{p[n & 1023]}-{name}"
-    if len(out) > NFTABLES_CHAIN_NAME_BASE_MAX:
-        out = out[: NFTABLES_CHAIN_NAME_BASE_MAX - 3] + "..."
-    return out
-
-
 def _comment(text: str) -> str:
     """``text`` cut to nft's comment limit (bytes, without splitting a character)."""
     raw = text.encode("utf-8")
@@ -541,7 +519,7 @@ def _compile_port(port: ServicePortInfo, ctx: _Context) -> _Fragment:
     spn = port.name
     protocol = port.protocol.lower()
     svc_name = f"{spn.namespace}/{spn.name}/{protocol}/{spn.port}"
-    base = _hash_and_truncate(svc_name)
+    base = hash_and_truncate(svc_name)
     cluster_chain = NFTABLES_CLUSTER_PREFIX + base
     local_chain = NFTABLES_LOCAL_PREFIX + base
     external_chain = NFTABLES_EXTERNAL_PREFIX + base
@@ -614,7 +592,7 @@ def _compile_port(port: ServicePortInfo, ctx: _Context) -> _Fragment:
     names: dict[tuple[str, int], str] = {}
     for ep in reachable:
         ip = ep.ip.replace(":", ".")
-        names[ep.ip, ep.port] = _hash_and_truncate(f"{svc_name}__{ip}/{ep.port}")
+        names[ep.ip, ep.port] = hash_and_truncate(f"{svc_name}__{ip}/{ep.port}")
     affinity = port.client_ip_affinity
 
     chain_rules: dict[str, list[Rule]] = {}
