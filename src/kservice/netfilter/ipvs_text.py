@@ -1,0 +1,319 @@
+"""IPVS mode's kernel state as text: ``ipvsadm-save -n`` and ``ipset save``.
+
+``ipvsadm-save -n`` (``ipvsadm -S -n``) prints one ``-A`` line per virtual
+service and one ``-a`` line per destination, in the order ipvsadm's own
+``print_service_entry`` uses::
+
+    -A -t 10.96.0.1:443 -s rr -p 10800
+    -a -t 10.96.0.1:443 -r 192.168.1.10:6443 -m -w 1
+
+The protocol switch is ``-t`` (tcp), ``-u`` (udp) or ``--sctp-service``;
+IPv6 addresses are bracketed (``[fd00::1]:80``); ``-p TIMEOUT`` appears for
+persistent services (kube-proxy's ClientIP affinity); the forwarding method is
+``-m`` (masquerading), ``-g`` (gatewaying/direct routing) or ``-i`` (ipip
+tunnel), then ``-w WEIGHT``.
+
+``ipset save`` prints, per set, a ``create`` line then one ``add`` line per
+entry. kube-proxy creates hash sets with ``family inet|inet6 hashsize 1024
+maxelem 65536`` and ``bitmap:port`` sets with ``range 0-65535``
+(``pkg/proxy/ipvs/ipset/ipset.go`` ``createSet``), and adds bare entries (no
+per-entry comment, no ``comment`` flag on the set). The kernel chooses
+``bucketsize``/``initval`` itself (ipset 7.11+ prints them); the parser accepts
+and ignores them. The sets' comments exist only in kube-proxy (they appear in
+iptables rule comments), so :func:`parse_ipset_save` restores them from a
+name -> comment map (kube-proxy's, by default). ``bitmap:port`` sets have no
+family; they are read as ``inet``.
+
+Both parsers raise :class:`IPVSTextError` on anything they do not understand
+(with the line number), so nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shlex
+from collections.abc import Mapping
+from typing import Final, Literal, cast
+
+from kservice.errors import KServiceError
+from kservice.netfilter.ruleset import IPSet, RealServer, Ruleset, VirtualServer
+
+__all__ = [
+    "IPVSTextError",
+    "parse_ipset_save",
+    "parse_ipvsadm_save",
+    "render_ipset_save",
+    "render_ipvsadm_save",
+]
+
+_PROTO_SWITCH: Final = {"tcp": "-t", "udp": "-u", "sctp": "--sctp-service"}
+_SWITCH_PROTO: Final = {
+    "-t": "tcp",
+    "--tcp-service": "tcp",
+    "-u": "udp",
+    "--udp-service": "udp",
+    "--sctp-service": "sctp",
+}
+_FWD_SWITCH: Final = {"masq": "-m", "route": "-g", "tunnel": "-i"}
+_SWITCH_FWD: Final = {
+    "-m": "masq",
+    "--masquerading": "masq",
+    "-g": "route",
+    "--gatewaying": "route",
+    "-i": "tunnel",
+    "--ipip": "tunnel",
+}
+_HASHSIZE: Final = 1024
+_MAXELEM: Final = 65536
+_PORT_RANGE: Final = "0-65535"
+
+
+class IPVSTextError(KServiceError, ValueError):
+    """Text that is not valid ``ipvsadm-save -n`` / ``ipset save`` output (or cannot be written)."""
+
+    def __init__(self, message: str, *, line: int | None = None):
+        self.line = line
+        super().__init__(f"line {line}: {message}" if line is not None else message)
+
+
+# ------------------------------------------------------------------------------ ipvsadm
+def _host_port(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _service_words(vs: VirtualServer) -> str:
+    switch = _PROTO_SWITCH.get(vs.protocol)
+    if switch is None:
+        raise IPVSTextError(f"virtual server protocol {vs.protocol!r} is not tcp, udp or sctp")
+    return f"{switch} {_host_port(vs.address, vs.port)}"
+
+
+def render_ipvsadm_save(ruleset: Ruleset) -> str:
+    """``ipvsadm-save -n`` of ``ruleset.virtual_servers`` (in their order)."""
+    lines: list[str] = []
+    for vs in ruleset.virtual_servers:
+        svc = _service_words(vs)
+        line = f"-A {svc} -s {vs.scheduler}"
+        if vs.persistence is not None:
+            line += f" -p {vs.persistence}"
+        lines.append(line)
+        for rs in vs.real_servers:
+            fwd = _FWD_SWITCH.get(rs.forward)
+            if fwd is None:
+                raise IPVSTextError(f"real server forward method {rs.forward!r} unknown")
+            lines.append(f"-a {svc} -r {_host_port(rs.address, rs.port)} {fwd} -w {rs.weight}")
+    return "".join(line + "\n" for line in lines)
+
+
+def _split_host_port(text: str, number: int) -> tuple[str, int]:
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or text[end + 1 : end + 2] != ":":
+            raise IPVSTextError(f"bad address {text!r}", line=number)
+        host, port = text[1:end], text[end + 2 :]
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep or ":" in host:
+            raise IPVSTextError(f"bad address {text!r}", line=number)
+    try:
+        addr = ipaddress.ip_address(host)
+        port_num = int(port)
+    except ValueError:
+        raise IPVSTextError(f"bad address {text!r}", line=number) from None
+    if not 0 <= port_num <= 65535 or not port.isdigit():
+        raise IPVSTextError(f"bad port in {text!r}", line=number)
+    return str(addr), port_num
+
+
+def _int(text: str, what: str, number: int) -> int:
+    if not text.isdigit():
+        raise IPVSTextError(f"{what} {text!r} is not a number", line=number)
+    return int(text)
+
+
+def parse_ipvsadm_save(text: str) -> tuple[VirtualServer, ...]:
+    """Read ``ipvsadm-save -n`` output back into virtual servers (in file order).
+
+    Blank lines and ``#`` comments are skipped. A ``-a`` line must follow the
+    ``-A`` of its service.
+    """
+    order: list[tuple[str, str, int]] = []
+    heads: dict[tuple[str, str, int], VirtualServer] = {}
+    reals: dict[tuple[str, str, int], list[RealServer]] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        words = line.split()
+        cmd = words[0]
+        if cmd not in ("-A", "-a") or len(words) < 3:
+            raise IPVSTextError(f"expected -A or -a, got {line!r}", line=number)
+        proto = _SWITCH_PROTO.get(words[1])
+        if proto is None:
+            raise IPVSTextError(f"unknown service switch {words[1]!r}", line=number)
+        address, port = _split_host_port(words[2], number)
+        key = (address, proto, port)
+        opts = words[3:]
+        if cmd == "-A":
+            if key in heads:
+                raise IPVSTextError(f"service {words[2]} defined twice", line=number)
+            scheduler = "wlc"  # ipvsadm's default when -s is absent
+            persistence: int | None = None
+            i = 0
+            while i < len(opts):
+                opt = opts[i]
+                if opt in ("-s", "--scheduler") and i + 1 < len(opts):
+                    scheduler = opts[i + 1]
+                    i += 2
+                elif opt in ("-p", "--persistent") and i + 1 < len(opts):
+                    persistence = _int(opts[i + 1], "timeout", number)
+                    i += 2
+                else:
+                    raise IPVSTextError(f"unsupported option {opt!r}", line=number)
+            heads[key] = VirtualServer(
+                address, cast(Literal["tcp", "udp", "sctp"], proto), port, scheduler, persistence
+            )
+            order.append(key)
+            reals[key] = []
+            continue
+        if key not in heads:
+            raise IPVSTextError(f"destination for unknown service {words[2]}", line=number)
+        r_addr: tuple[str, int] | None = None
+        forward = "route"  # ipvsadm's default method is gatewaying
+        weight = 1
+        i = 0
+        while i < len(opts):
+            opt = opts[i]
+            if opt in ("-r", "--real-server") and i + 1 < len(opts):
+                r_addr = _split_host_port(opts[i + 1], number)
+                i += 2
+            elif opt in _SWITCH_FWD:
+                forward = _SWITCH_FWD[opt]
+                i += 1
+            elif opt in ("-w", "--weight") and i + 1 < len(opts):
+                weight = _int(opts[i + 1], "weight", number)
+                i += 2
+            else:
+                raise IPVSTextError(f"unsupported option {opt!r}", line=number)
+        if r_addr is None:
+            raise IPVSTextError("destination without -r", line=number)
+        reals[key].append(
+            RealServer(
+                r_addr[0], r_addr[1], weight, cast(Literal["masq", "route", "tunnel"], forward)
+            )
+        )
+    out = []
+    for key in order:
+        head = heads[key]
+        out.append(
+            VirtualServer(
+                head.address,
+                head.protocol,
+                head.port,
+                head.scheduler,
+                head.persistence,
+                tuple(reals[key]),
+            )
+        )
+    return tuple(out)
+
+
+# -------------------------------------------------------------------------------- ipset
+def _check_word(text: str, what: str) -> None:
+    if not text or any(c.isspace() for c in text) or '"' in text:
+        raise IPVSTextError(f"{what} {text!r} cannot be written to ipset save text")
+
+
+def render_ipset_save(ruleset: Ruleset) -> str:
+    """``ipset save`` of ``ruleset.ipsets``: per set its ``create`` line, then its ``add`` lines."""
+    lines: list[str] = []
+    for s in ruleset.ipsets:
+        _check_word(s.name, "set name")
+        _check_word(s.type, "set type")
+        if len(s.name) > 31:
+            raise IPVSTextError(f"set name {s.name!r} is longer than 31 characters")
+        if s.type.startswith("bitmap:"):
+            lines.append(f"create {s.name} {s.type} range {_PORT_RANGE}")
+        else:
+            if s.family not in ("inet", "inet6"):
+                raise IPVSTextError(f"set family {s.family!r} is not inet or inet6")
+            lines.append(
+                f"create {s.name} {s.type} family {s.family} "
+                f"hashsize {_HASHSIZE} maxelem {_MAXELEM}"
+            )
+        for element in s.elements:
+            _check_word(element, "element")
+            lines.append(f"add {s.name} {element}")
+    return "".join(line + "\n" for line in lines)
+
+
+_IGNORED_CREATE_OPTIONS: Final = frozenset(
+    {"hashsize", "maxelem", "bucketsize", "initval", "range", "size"}
+)
+
+
+def parse_ipset_save(text: str, *, comments: Mapping[str, str] | None = None) -> tuple[IPSet, ...]:
+    """Read ``ipset save`` output back into IPSets (in file order).
+
+    ``comments`` maps set names to the comment to attach (default: kube-proxy's
+    set comments, :func:`kservice.proxy.ipvs.ipset_comments`). Creation options
+    that kube-proxy never varies (sizes, ranges, the kernel's bucketsize and
+    initval) are accepted and not kept; any other option, and per-entry
+    extensions (``comment``, ``timeout``...), raise :class:`IPVSTextError`.
+    """
+    if comments is None:
+        from kservice.proxy.ipvs import ipset_comments
+
+        comments = ipset_comments()
+    order: list[str] = []
+    heads: dict[str, tuple[str, str]] = {}
+    elements: dict[str, list[str]] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            words = shlex.split(line)
+        except ValueError:
+            raise IPVSTextError(f"unterminated quote in {line!r}", line=number) from None
+        cmd = words[0]
+        if cmd in ("create", "-N") and len(words) >= 3:
+            name, set_type = words[1], words[2]
+            if name in heads:
+                raise IPVSTextError(f"set {name!r} created twice", line=number)
+            family = "inet"
+            opts = words[3:]
+            i = 0
+            while i < len(opts):
+                opt = opts[i]
+                if opt == "family" and i + 1 < len(opts):
+                    family = opts[i + 1]
+                    if family not in ("inet", "inet6"):
+                        raise IPVSTextError(f"unknown family {family!r}", line=number)
+                    i += 2
+                elif opt in _IGNORED_CREATE_OPTIONS and i + 1 < len(opts):
+                    i += 2
+                else:
+                    raise IPVSTextError(f"unsupported create option {opt!r}", line=number)
+            heads[name] = (set_type, family)
+            elements[name] = []
+            order.append(name)
+        elif cmd in ("add", "-A") and len(words) >= 3:
+            name = words[1]
+            if name not in heads:
+                raise IPVSTextError(f"add to unknown set {name!r}", line=number)
+            if len(words) > 3:
+                raise IPVSTextError(f"unsupported entry options {words[3:]!r}", line=number)
+            elements[name].append(words[2])
+        else:
+            raise IPVSTextError(f"expected create or add, got {line!r}", line=number)
+    return tuple(
+        IPSet(
+            name=name,
+            type=heads[name][0],
+            family=heads[name][1],
+            elements=tuple(elements[name]),
+            comment=comments.get(name),
+        )
+        for name in order
+    )
