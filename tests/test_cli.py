@@ -340,3 +340,18 @@ def test_diff_touches_only_what_changed(capsys: pytest.CaptureFixture[str], tmp_
     ]
     code, out, _ = run(capsys, "diff", str(EXAMPLES), str(EXAMPLES), "--node", "node-a")
     assert code == 0 and out == ""
+
+
+def test_compile_ipvs_formats(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "compile", str(EXAMPLES), "--mode", "ipvs", "--node", "node-a")
+    assert code == 0, err
+    assert out.startswith("-A -t ") and " -m -w 1\n" in out
+    code, out, _ = run(
+        capsys, "compile", str(EXAMPLES), "--mode", "ipvs", "--node", "node-a", "--format", "ipset"
+    )
+    assert code == 0 and "create KUBE-CLUSTER-IP hash:ip,port family inet" in out
+    code, out, _ = run(
+        capsys, "compile", str(EXAMPLES), "--mode", "ipvs", "--node", "node-a",
+        "--format", "iptables",
+    )  # fmt: skip
+    assert code == 0 and "-m set --match-set KUBE-CLUSTER-IP dst,dst" in out

@@ -25,10 +25,11 @@ from kservice.api.pod import Pod
 from kservice.control.cluster import ApiObject, ApplyError, Cluster, ClusterConfig
 from kservice.control.dns import format_resolution
 from kservice.errors import KServiceError, ManifestError, NotInRangeError, ValidationError
-from kservice.netfilter import iptables_text, nft_json, nft_text
+from kservice.netfilter import iptables_text, ipvs_text, nft_json, nft_text
 from kservice.netfilter.ruleset import Ruleset
 from kservice.proxy.config import ProxyConfig
 from kservice.proxy.iptables import compile as iptables_compile
+from kservice.proxy.ipvs import compile as ipvs_compile
 from kservice.proxy.nftables import compile as nftables_compile
 from kservice.proxy.nftables import delta as nftables_delta
 from kservice.proxy.nodeview import NodeView
@@ -407,6 +408,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 #: Output formats per mode: the first is the default (what kube-proxy itself writes).
 _FORMATS = {
     "iptables": ("restore", "save"),
+    "ipvs": ("ipvsadm", "ipset", "iptables"),
     "nftables": ("script", "list", "json"),
 }
 
@@ -451,6 +453,8 @@ def _compile_ruleset(cluster: Cluster, args: argparse.Namespace) -> Ruleset:
     )
     if args.mode == "nftables":
         return nftables_compile(view, service_cidrs=cluster.config.service_cidrs)
+    if args.mode == "ipvs":
+        return ipvs_compile(view)
     return iptables_compile(view)
 
 
@@ -461,6 +465,10 @@ def _render(ruleset: Ruleset, mode: str, fmt: str) -> str:
         if fmt == "json":
             return nft_json.render_json(ruleset)
         return nft_text.render_script(ruleset)
+    if fmt == "ipvsadm":
+        return ipvs_text.render_ipvsadm_save(ruleset)
+    if fmt == "ipset":
+        return ipvs_text.render_ipset_save(ruleset)
     if fmt == "save":
         return iptables_text.render_save(ruleset)
     return iptables_text.render_restore(ruleset)
@@ -485,7 +493,8 @@ def _add_compile(subparsers: _SubParsers) -> None:
             "Apply the manifests to a cluster, take NODE's view as kube-proxy sees it,"
             " and print the ruleset kube-proxy would program there, in the real tools'"
             " text: iptables-restore (or iptables-save) for iptables mode; the nft -f"
-            " script (or `nft list ruleset`, or `nft -j` JSON) for nftables mode."
+            " script (or `nft list ruleset`, or `nft -j` JSON) for nftables mode;"
+            " ipvsadm-save, ipset save or iptables-restore text for IPVS mode."
         ),
     )
     _add_manifest_arguments(parser)
@@ -494,7 +503,8 @@ def _add_compile(subparsers: _SubParsers) -> None:
     parser.add_argument(
         "--format",
         metavar="FORMAT",
-        help="iptables: restore (default) or save; nftables: script (default), list or json",
+        help="iptables: restore (default) or save; nftables: script (default), list or json;"
+        " ipvs: ipvsadm (default, ipvsadm-save -n), ipset (ipset save) or iptables",
     )
     parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     parser.set_defaults(handler=cmd_compile)
