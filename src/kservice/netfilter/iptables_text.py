@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import gc
 import ipaddress
 import math
 import re
@@ -333,6 +334,10 @@ _RESTORE_SAFE: Final = frozenset(
 _SAVE_SAFE: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
+# A non-empty word of _RESTORE_SAFE characters only (the same test, as one regex).
+_RESTORE_SAFE_WORD: Final = re.compile(r"[a-zA-Z0-9_\-./:,=+@%^~]+")
+
+
 def _quote_restore(value: str) -> str:
     """Quote ``value`` for iptables-restore when its tokenizer needs it.
 
@@ -340,7 +345,7 @@ def _quote_restore(value: str) -> str:
     anything else is double-quoted with ``\\`` and ``"`` backslash-escaped (the
     only escapes iptables-restore's ``add_param_to_argv`` honours).
     """
-    if value and all(c in _RESTORE_SAFE for c in value):
+    if _RESTORE_SAFE_WORD.fullmatch(value):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -529,6 +534,8 @@ def _module_protocol(rule: Rule, match: ProtoMatch) -> str | None:
 
 # ----------------------------------------------------------------------- validation
 _NAME_BAD = re.compile(r'[\s"\x00]')
+_PROTOCOL_NAME: Final = re.compile(r"[a-z0-9][a-z0-9-]*")
+_PROBABILITY: Final = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
 def _check_name(kind: str, name: str, limit: int, where: str) -> None:
@@ -543,7 +550,15 @@ def _check_name(kind: str, name: str, limit: int, where: str) -> None:
         raise RulesRenderError(f"{kind} {name!r} is longer than {limit} bytes", where=where)
 
 
+# Chain names _check_chain_name surely accepts (printable ASCII without blanks or
+# quotes, at most MAX_CHAIN_NAME_BYTES, not starting with - or !), bar the
+# standard targets; anything else takes the full check.
+_SIMPLE_CHAIN_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,27}")
+
+
 def _check_chain_name(name: str, where: str) -> None:
+    if _SIMPLE_CHAIN_NAME.fullmatch(name) and name not in _STANDARD_TARGETS:
+        return
     _check_name("chain name", name, MAX_CHAIN_NAME_BYTES, where)
     if name[0] in "-!":
         raise RulesRenderError(f"chain name {name!r} may not start with {name[0]!r}", where=where)
@@ -562,7 +577,17 @@ def _check_comment(comment: str, where: str) -> None:
         )
 
 
+# Dotted-quad IPv4 addresses (optionally /0-/32) in the exact form ipaddress accepts:
+# no leading zeros, each octet 0-255. A match is valid for family "ip" without
+# parsing; anything else goes through ipaddress as before.
+_OCTET: Final = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_ADDR: Final = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+_IPV4_CIDR: Final = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}(?:/(?:3[0-2]|[12]?[0-9]))?")
+
+
 def _check_cidr(text: str, family: Family, where: str) -> None:
+    if family == "ip" and _IPV4_CIDR.fullmatch(text):
+        return
     try:
         _canon_cidr(text, family)
     except ValueError as exc:
@@ -570,6 +595,8 @@ def _check_cidr(text: str, family: Family, where: str) -> None:
 
 
 def _check_address(text: str, family: Family, where: str) -> None:
+    if family == "ip" and _IPV4_ADDR.fullmatch(text):
+        return
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
@@ -655,7 +682,7 @@ def _validate_rule(
             if len(e.protocols) != 1:
                 raise RulesRenderError("iptables matches one protocol per rule", where=where)
             p = e.protocols[0]
-            if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", p):
+            if not _PROTOCOL_NAME.fullmatch(p):
                 raise RulesRenderError(f"bad protocol {p!r}", where=where)
             if e.negate and p in ("all", "0"):
                 raise RulesRenderError("! -p all never matches", where=where)
@@ -708,7 +735,7 @@ def _validate_rule(
                 raise RulesRenderError(f"bad conntrack states {e.states!r}", where=where)
             module_seen = True
         elif isinstance(e, StatisticMatch):
-            if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", e.text) or not 0.0 <= float(e.text) <= 1.0:
+            if not _PROBABILITY.fullmatch(e.text) or not 0.0 <= float(e.text) <= 1.0:
                 raise RulesRenderError(f"bad probability text {e.text!r}", where=where)
             module_seen = True
         elif isinstance(e, RecentMatch):
@@ -785,7 +812,8 @@ def _validate_rule(
             where=where,
         )
     if isinstance(v, Jump | Goto):
-        _check_chain_name(v.chain, where)
+        if v.chain not in chain_names:  # the table's own chain names were checked already
+            _check_chain_name(v.chain, where)
         if v.chain not in chain_names or _is_builtin(table.name, v.chain):
             raise RulesRenderError(
                 f"{'jump' if isinstance(v, Jump) else 'goto'} to {v.chain!r}, which is not a "
@@ -806,6 +834,121 @@ def _validate_rule(
             )
     elif isinstance(v, VmapLookup | NumgenVmap):
         raise RulesRenderError(f"{type(v).__name__} is an nftables verdict", where=where)
+
+
+@functools.lru_cache(maxsize=1024)
+def _probability_ok(text: str) -> bool:
+    return bool(_PROBABILITY.fullmatch(text)) and 0.0 <= float(text) <= 1.0
+
+
+def _fast_line(
+    chain_name: str, rule: Rule, table_name: str, family: Family, user_chains: AbstractSet[str]
+) -> str | None:
+    """The ``-A`` line of ``rule``, or None when this shortcut is not sure it is valid.
+
+    A shortcut for the shapes compilers emit by the thousand (IPv4 addresses,
+    one non-negated tcp/udp/sctp protocol, one-range ports, probabilities,
+    address types, jumps to the table's own chains, DNAT; ``user_chains`` is the
+    table's chain names less its built-in ones). Every check it makes is one
+    :func:`_validate_rule` makes, so a line comes back only for a rule that
+    validator accepts, and the line is the one :func:`_restore_rule` writes.
+    Anything else (other types, IPv6, multiport, ...) gets None and goes to
+    the full validator, which also produces the error message.
+    """
+    comment = rule.comment
+    if comment is None:
+        parts = ["-A", chain_name]
+    elif "\n" in comment or "\x00" in comment or len(comment.encode()) > MAX_COMMENT_BYTES:
+        return None
+    else:
+        parts = ["-A", chain_name, "-m", "comment", "--comment", _quote_restore(comment)]
+    if family != "ip":
+        return None
+    proto: str | None = None
+    saddr = daddr = sport = dport = neg_ip = multi_ip = False
+    for e in rule.exprs:
+        if isinstance(e, IPMatch):
+            cidrs = e.cidrs
+            if not cidrs:
+                return None
+            if e.negate:
+                # one address, and not /0 (which never matches)
+                if len(cidrs) != 1 or cidrs[0].endswith("/0"):
+                    return None
+                neg_ip = True
+                parts.append("!")
+            elif len(cidrs) > 1:
+                multi_ip = True
+            if e.field == "saddr":
+                if saddr:
+                    return None
+                saddr = True
+                parts.append("-s")
+            else:
+                if daddr:
+                    return None
+                daddr = True
+                parts.append("-d")
+            for c in cidrs:
+                if not _IPV4_CIDR.fullmatch(c):
+                    return None
+            parts.append(",".join(cidrs))
+        elif isinstance(e, ProtoMatch):
+            if proto is not None or e.negate or len(e.protocols) != 1:
+                return None
+            proto = e.protocols[0]
+            if proto not in _PORT_PROTOCOLS:
+                return None
+            # no RawMatch gets through here, so the protocol loads its module
+            parts += ("-m", proto, "-p", proto)
+        elif isinstance(e, PortMatch):
+            if proto is None or len(e.ranges) != 1:
+                return None
+            lo, hi = e.ranges[0]
+            if not 0 <= lo <= hi <= 65535:
+                return None
+            if e.field == "dport":
+                if dport:
+                    return None
+                dport = True
+                opt = "--dport"
+            else:
+                if sport:
+                    return None
+                sport = True
+                opt = "--sport"
+            if e.negate:
+                parts.append("!")
+            parts += (opt, str(lo) if lo == hi else f"{lo}:{hi}")
+        elif isinstance(e, StatisticMatch):
+            if not _probability_ok(e.text):
+                return None
+            parts += ("-m", "statistic", "--mode", "random", "--probability", e.text)
+        elif isinstance(e, AddrTypeMatch):
+            if not all(a in _ADDR_TYPES for a in e.addr_type.split(",")):
+                return None
+            parts += _module_words(e, save=False, family=family)
+        else:
+            return None
+    if neg_ip and multi_ip:
+        return None
+    v = rule.verdict
+    if isinstance(v, Jump | Goto):
+        if v.chain not in user_chains:
+            return None
+        parts += ("-j" if isinstance(v, Jump) else "-g", v.chain)
+    elif isinstance(v, DNAT):
+        port = v.port
+        if not (
+            table_name == "nat"
+            and _IPV4_ADDR.fullmatch(v.address)
+            and (port is None or (1 <= port <= 65535 and proto is not None))
+        ):
+            return None
+        parts += ("-j", "DNAT", "--to-destination", _host_port(v.address, port))
+    else:
+        return None
+    return " ".join(parts)
 
 
 def _check_recent_set(rule: Rule, where: str) -> None:
@@ -857,8 +1000,33 @@ def _iptables_tables(ruleset: Ruleset) -> list[Table]:
 
 
 def _validate_table(table: Table, family: Family) -> frozenset[str]:
-    names: set[str] = set()
+    frozen = _validate_chains(table)
+    user_chains = frozen.difference(BUILTIN_CHAINS.get(table.name, ()))
     for chain in table.chains:
+        for i, rule in enumerate(chain.rules):
+            if _fast_line(chain.name, rule, table.name, family, user_chains) is None:
+                _validate_rule(rule, table, family, frozen, f"{table.name} {chain.name} rule {i}")
+    return frozen
+
+
+def _validate_chains(table: Table) -> frozenset[str]:
+    """Check the chain declarations of ``table``; return its chain names."""
+    names: set[str] = set()
+    builtins = BUILTIN_CHAINS.get(table.name, ())
+    for chain in table.chains:
+        if (
+            chain.name not in names
+            and _SIMPLE_CHAIN_NAME.fullmatch(chain.name)
+            and chain.name not in _STANDARD_TARGETS
+            and chain.name not in builtins
+            and chain.comment is None
+            and chain.type is None
+            and chain.priority is None
+            and chain.hook is None
+            and chain.policy is None
+        ):  # the usual user chain: every check below passes
+            names.add(chain.name)
+            continue
         where = f"{table.name} {chain.name}"
         _check_chain_name(chain.name, where)
         if chain.name in names:
@@ -879,11 +1047,7 @@ def _validate_table(table: Table, family: Family) -> frozenset[str]:
                 "it can have no hook or policy",
                 where=where,
             )
-    frozen = frozenset(names)
-    for chain in table.chains:
-        for i, rule in enumerate(chain.rules):
-            _validate_rule(rule, table, family, frozen, f"{table.name} {chain.name} rule {i}")
-    return frozen
+    return frozenset(names)
 
 
 # --------------------------------------------------------------------- rendering: words
@@ -976,25 +1140,41 @@ def _target_words(rule: Rule) -> list[str] | str | None:
 def _restore_rule(chain: str, rule: Rule, family: Family) -> str:
     parts = ["-A", chain]
     if rule.comment is not None:
-        parts += ["-m", "comment", "--comment", _quote_restore(rule.comment)]
+        parts += ("-m", "comment", "--comment", _quote_restore(rule.comment))
     for e in rule.exprs:
-        neg = ["!"] if getattr(e, "negate", False) else []
         if isinstance(e, IPMatch):
-            parts += [*neg, "-s" if e.field == "saddr" else "-d", ",".join(e.cidrs)]
+            if e.negate:
+                parts.append("!")
+            parts += ("-s" if e.field == "saddr" else "-d", ",".join(e.cidrs))
         elif isinstance(e, IfaceMatch):
-            parts += [*neg, "-i" if e.field == "iif" else "-o", e.name]
+            if e.negate:
+                parts.append("!")
+            parts += ("-i" if e.field == "iif" else "-o", e.name)
         elif isinstance(e, ProtoMatch):
             module = _module_protocol(rule, e)
-            parts += (["-m", module] if module else []) + [*neg, "-p", e.protocols[0]]
+            if module:
+                parts += ("-m", module)
+            if e.negate:
+                parts.append("!")
+            parts += ("-p", e.protocols[0])
         elif isinstance(e, PortMatch) and len(e.ranges) == 1:
-            opt = "--dport" if e.field == "dport" else "--sport"
-            parts += [*neg, opt, _fmt_range(e.ranges[0])]
+            if e.negate:
+                parts.append("!")
+            lo, hi = e.ranges[0]
+            parts += (
+                "--dport" if e.field == "dport" else "--sport",
+                str(lo) if lo == hi else f"{lo}:{hi}",
+            )
         elif isinstance(e, RawMatch):
             parts.append(e.text)
         elif isinstance(e, MarkSet | RawStatement):
             pass  # the target, below
         else:
             parts += _module_words(e, save=False, family=family)  # type: ignore[arg-type]
+    v = rule.verdict
+    if type(v) is Jump and not (rule.exprs and isinstance(rule.exprs[-1], MarkSet | RawStatement)):
+        parts += ("-j", v.chain)  # the commonest target, as _target_words writes it
+        return " ".join(parts)
     target = _target_words(rule)
     if isinstance(target, str):
         parts.append(target)
@@ -1017,22 +1197,47 @@ def render_restore(ruleset: Ruleset, *, builtin_chains: bool = True) -> str:
     would silently change (nftables-only objects, over-long comments or names,
     two protocols in one rule, ...).
     """
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # the many short-lived strings and lists are acyclic
+    try:
+        return _render_restore(ruleset, builtin_chains)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _render_restore(ruleset: Ruleset, builtin_chains: bool) -> str:
     family = _family_of(ruleset)
     out: list[str] = []
     for table in _iptables_tables(ruleset):
-        _validate_table(table, family)
-        chains = [c for c in table.chains if builtin_chains or not _is_builtin(table.name, c.name)]
+        # Validate the whole table before writing any of it (as _validate_table
+        # does), rendering each rule as it passes: _fast_line validates and
+        # renders the common shapes in one go, the rest take the full validator.
+        frozen = _validate_chains(table)
+        builtins = BUILTIN_CHAINS[table.name]
+        user_chains = frozen.difference(builtins)
+        lines: dict[str, list[str]] = {}
+        for chain in table.chains:
+            chain_lines = lines[chain.name] = []
+            for i, rule in enumerate(chain.rules):
+                line = _fast_line(chain.name, rule, table.name, family, user_chains)
+                if line is None:
+                    where = f"{table.name} {chain.name} rule {i}"
+                    _validate_rule(rule, table, family, frozen, where)
+                    line = _restore_rule(chain.name, rule, family)
+                chain_lines.append(line)
+        chains = [c for c in table.chains if builtin_chains or c.name not in builtins]
         out.append(f"*{table.name}")
         for c in chains:
-            if _is_builtin(table.name, c.name):
+            if c.name in builtins:
                 if c.policy is not None:
                     out.append(f":{c.name} {c.policy} [0:0]")
             else:
                 out.append(f":{c.name} - [0:0]")
         for c in chains:
-            out.extend(_restore_rule(c.name, r, family) for r in c.rules)
+            out += lines[c.name]
         out.append("COMMIT")
-    return "".join(line + "\n" for line in out)
+    return "\n".join(out) + "\n" if out else ""
 
 
 # ------------------------------------------------------------------------ normalisation

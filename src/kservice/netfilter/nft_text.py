@@ -81,6 +81,7 @@ Where the model has no place for something the formats carry:
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -614,10 +615,18 @@ def _neg(negate: bool) -> str:
 
 def _render_expr(e: Expr, ctx: _Ctx, style: Style, port_word: str | None) -> str:
     if isinstance(e, IPMatch):
+        cidrs = e.cidrs
+        if len(cidrs) == 1 and e.field in ("saddr", "daddr"):
+            # one address: what the general code below writes, with its checks
+            c = cidrs[0]
+            if isinstance(c, str) and _ADDR_CHARS_RE.match(c):
+                return f"{ctx.ip_word(':' in c)} {e.field} {_neg(e.negate)}{c}"
         v6 = any(_is_ipv6(c) for c in e.cidrs)
         _field(e.field, ("saddr", "daddr"))
         return f"{ctx.ip_word(v6)} {e.field} {_neg(e.negate)}{_ip_value(e.cidrs, ', ')}"
     if isinstance(e, ProtoMatch):
+        if len(e.protocols) == 1:
+            return f"meta l4proto {_neg(e.negate)}{_proto_text(e.protocols[0])}"
         if not e.protocols:
             raise RulesRenderError("protocol match without protocols")
         protos = [_proto_text(p) for p in e.protocols]
@@ -724,28 +733,28 @@ def _nat_target(address: str, port: int | None) -> str:
 
 
 def _render_verdict(v: Verdict, ctx: _Ctx, style: Style) -> str:
-    if isinstance(v, Accept):
-        return "accept"
-    if isinstance(v, Drop):
-        return "drop"
-    if isinstance(v, Return):
-        return "return"
-    if isinstance(v, Jump):
+    if isinstance(v, Jump):  # the commonest first (the verdict classes are disjoint)
         return f"jump {_check_name(v.chain, 'chain')}"
     if isinstance(v, Goto):
         return f"goto {_check_name(v.chain, 'chain')}"
-    if isinstance(v, Reject):
-        if v.with_ is None:
-            return "reject"
-        if not _REJECT_RE.match(v.with_):
-            raise RulesRenderError(f"invalid reject type {v.with_!r}")
-        return f"reject with {v.with_}"
     if isinstance(v, DNAT | SNAT):
         kind = "dnat" if isinstance(v, DNAT) else "snat"
         fam = ""
         if ctx.family == "inet":
             fam = " ip6" if _is_ipv6(v.address) else " ip"
         return f"{kind}{fam} to {_nat_target(v.address, v.port)}"
+    if isinstance(v, Accept):
+        return "accept"
+    if isinstance(v, Drop):
+        return "drop"
+    if isinstance(v, Return):
+        return "return"
+    if isinstance(v, Reject):
+        if v.with_ is None:
+            return "reject"
+        if not _REJECT_RE.match(v.with_):
+            raise RulesRenderError(f"invalid reject type {v.with_!r}")
+        return f"reject with {v.with_}"
     if isinstance(v, Masquerade):
         return "masquerade fully-random" if v.fully_random else "masquerade"
     if isinstance(v, VmapLookup):
@@ -763,14 +772,89 @@ def _render_verdict(v: Verdict, ctx: _Ctx, style: Style) -> str:
     raise RulesRenderError(f"cannot write verdict {v!r} as nft")
 
 
+def _name_ok(name: object) -> bool:
+    """Whether :func:`_check_name` accepts ``name`` (without raising)."""
+    return (
+        isinstance(name, str)
+        and _NAME_RE.match(name) is not None
+        and len(name.encode()) <= NAME_MAX_BYTES
+    )
+
+
+def _fast_rule(rule: Rule, ctx: _Ctx) -> str | None:
+    """The text :func:`_render_rule` writes for the commonest rule shapes, or None.
+
+    Single-address IP matches, single-protocol matches (with no port match to
+    fold them into), then a jump, goto or DNAT, without comment: the same text
+    in both styles. It checks everything the general code checks and gives up
+    (None) rather than raise, so the general code writes or refuses the rest.
+    """
+    if rule.comment is not None:
+        return None
+    parts: list[str] = []
+    for e in rule.exprs:
+        if isinstance(e, IPMatch):
+            cidrs = e.cidrs
+            if len(cidrs) != 1 or e.field not in ("saddr", "daddr"):
+                return None
+            c = cidrs[0]
+            if not isinstance(c, str) or not _ADDR_CHARS_RE.match(c):
+                return None
+            parts.append(f"{ctx.ip_word(':' in c)} {e.field} {'!= ' if e.negate else ''}{c}")
+        elif isinstance(e, ProtoMatch):
+            if len(e.protocols) != 1:
+                return None
+            p = e.protocols[0]
+            if not isinstance(p, str) or not (_WORD_RE.match(p) or _QUOTED_WORD_RE.match(p)):
+                return None
+            parts.append(f"meta l4proto {'!= ' if e.negate else ''}{p}")
+        else:  # a PortMatch among others changes how a ProtoMatch is written
+            return None
+    v = rule.verdict
+    if isinstance(v, Jump | Goto):
+        if not _name_ok(v.chain):
+            return None
+        parts.append(f"{'jump' if isinstance(v, Jump) else 'goto'} {v.chain}")
+    elif isinstance(v, DNAT):
+        address, port = v.address, v.port
+        if not isinstance(address, str) or not _ADDR_CHARS_RE.match(address):
+            return None
+        fam = ""
+        if ctx.family == "inet":
+            fam = " ip6" if _is_ipv6(address) else " ip"
+        if port is None:
+            parts.append(f"dnat{fam} to {address}")
+        elif not isinstance(port, int) or not 0 <= port <= 65535:
+            return None
+        elif _is_ipv6(address):
+            parts.append(f"dnat{fam} to [{address}]:{port}")
+        else:
+            parts.append(f"dnat{fam} to {address}:{port}")
+    else:
+        return None
+    return " ".join(parts)
+
+
 def _render_rule(rule: Rule, ctx: _Ctx, style: Style) -> str:
     """One rule's text (without ``add rule F T C``), comment included."""
-    hidden, words = _l4_plan(rule.exprs)
-    parts = [
-        _render_expr(e, ctx, style, words.get(i))
-        for i, e in enumerate(rule.exprs)
-        if i not in hidden
-    ]
+    fast = _fast_rule(rule, ctx)
+    return fast if fast is not None else _render_rule_general(rule, ctx, style)
+
+
+def _render_rule_general(rule: Rule, ctx: _Ctx, style: Style) -> str:
+    """:func:`_render_rule` for any rule (the shortcut's reference)."""
+    exprs = rule.exprs
+    for e in exprs:
+        if isinstance(e, PortMatch):
+            hidden, words = _l4_plan(exprs)
+            parts = [
+                _render_expr(e, ctx, style, words.get(i))
+                for i, e in enumerate(exprs)
+                if i not in hidden
+            ]
+            break
+    else:  # no port match: _l4_plan would hide nothing and name no port word
+        parts = [_render_expr(e, ctx, style, None) for e in exprs]
     if rule.verdict is not None:
         parts.append(_render_verdict(rule.verdict, ctx, style))
     if not parts:
@@ -906,6 +990,16 @@ def render_script(ruleset: Ruleset, *, flush: bool = False) -> str:
     (or longer than 255 bytes), a comment holds ``"`` or a control character
     (tab excepted) or more than 128 bytes.
     """
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # the many short-lived strings and lists are acyclic
+    try:
+        return _render_script(ruleset, flush)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _render_script(ruleset: Ruleset, flush: bool) -> str:
     lines: list[str] = []
     for table in _nft_tables(ruleset):
         _check_unique(table)
@@ -916,7 +1010,16 @@ def render_script(ruleset: Ruleset, *, flush: bool = False) -> str:
             head += f" {{ comment {_quote(table.comment, 'table')} ; }}"
         lines.append(head)
         for chain in table.chains:
-            lines.append(_chain_decl_script(table, chain))
+            if (
+                chain.hook is None
+                and chain.type is None
+                and chain.priority is None
+                and chain.policy is None
+                and chain.comment is None
+            ):  # a regular chain: _chain_decl_script's text, without re-checking the table
+                lines.append(f"add chain {fam} {_check_name(chain.name, 'chain')}")
+            else:
+                lines.append(_chain_decl_script(table, chain))
             if flush:
                 lines.append(f"flush chain {fam} {chain.name}")
         for s in table.sets:
@@ -924,14 +1027,14 @@ def render_script(ruleset: Ruleset, *, flush: bool = False) -> str:
             if flush:
                 lines.append(f"flush {_set_kind(s)} {fam} {s.name}")
         for chain in table.chains:
-            for rule in chain.rules:
-                lines.append(f"add rule {fam} {chain.name} {_render_rule(rule, ctx, 'script')}")
+            prefix = f"add rule {fam} {chain.name} "
+            lines += [prefix + _render_rule(rule, ctx, "script") for rule in chain.rules]
         for s in table.sets:
             for element in s.elements:
                 lines.append(
                     f"add element {fam} {s.name} {{ {_element_text(s, element, 'script')} }}"
                 )
-    return "".join(line + "\n" for line in lines)
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 # --------------------------------------------------------------------- the listing
