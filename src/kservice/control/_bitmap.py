@@ -342,6 +342,39 @@ class BandedBitmap:
             self._static_count = (value & ((1 << self._static_size) - 1)).bit_count()
 
 
+class BitmapAllocator:
+    """What both allocators share: counts and band occupancy of their bitmap.
+
+    Subclasses set ``_bits`` (a :class:`BandedBitmap`) and translate values
+    (addresses, ports) to and from bit offsets.
+    """
+
+    __slots__ = ()
+    _bits: BandedBitmap
+
+    @property
+    def size(self) -> int:
+        """How many values can be allocated at all."""
+        return self._bits.size
+
+    @property
+    def used(self) -> int:
+        """How many values are allocated."""
+        return self._bits.used
+
+    @property
+    def free(self) -> int:
+        """How many values are left."""
+        return self._bits.size - self._bits.used
+
+    def band_usage(self) -> BandUsage:
+        """Occupancy of the static (lower) and dynamic (upper) bands."""
+        return self._bits.usage()
+
+    def __len__(self) -> int:
+        return self._bits.used
+
+
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 _Kc = TypeVar("_Kc", contravariant=True)

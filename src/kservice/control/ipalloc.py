@@ -69,6 +69,7 @@ from kservice.control._bitmap import (
     Band,
     BandedBitmap,
     BandUsage,
+    BitmapAllocator,
     Occupancy,
     band_offset,
 )
@@ -125,7 +126,7 @@ def _range_size(network: IPv4Network | IPv6Network) -> int:
     return 1 << host_bits
 
 
-class ClusterIPAllocator:
+class ClusterIPAllocator(BitmapAllocator):
     """Allocates ClusterIPs out of one service CIDR (IPv4 or IPv6), thread-safely.
 
     Accepts addresses as strings or :mod:`ipaddress` objects and returns them
@@ -182,25 +183,6 @@ class ClusterIPAllocator:
     def family(self) -> IPFamily:
         """``"IPv4"`` or ``"IPv6"``."""
         return self._family
-
-    @property
-    def size(self) -> int:
-        """How many addresses can be allocated at all."""
-        return self._bits.size
-
-    @property
-    def used(self) -> int:
-        """How many addresses are allocated."""
-        return self._bits.used
-
-    @property
-    def free(self) -> int:
-        """How many addresses are left."""
-        return self._bits.size - self._bits.used
-
-    def band_usage(self) -> BandUsage:
-        """Occupancy of the static (lower) and dynamic (upper) bands."""
-        return self._bits.usage()
 
     # -- addresses ---------------------------------------------------------
 
@@ -297,9 +279,6 @@ class ClusterIPAllocator:
 
     def __iter__(self) -> Iterator[str]:
         return (self._format(offset) for offset in self._bits.offsets())
-
-    def __len__(self) -> int:
-        return self._bits.used
 
     # -- persistence and transactions ---------------------------------------
 

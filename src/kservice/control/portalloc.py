@@ -61,6 +61,7 @@ from kservice.control._bitmap import (
     Band,
     BandedBitmap,
     BandUsage,
+    BitmapAllocator,
     Occupancy,
     band_offset,
 )
@@ -139,7 +140,7 @@ def _check_port(port: int) -> int:
     return port
 
 
-class NodePortAllocator:
+class NodePortAllocator(BitmapAllocator):
     """Allocates NodePorts out of one port range, thread-safely.
 
     Iterating yields the allocated ports in order; ``len()`` is the number
@@ -187,25 +188,6 @@ class NodePortAllocator:
     def last(self) -> int:
         """The highest port of the range."""
         return self._last
-
-    @property
-    def size(self) -> int:
-        """How many ports the range holds."""
-        return self._bits.size
-
-    @property
-    def used(self) -> int:
-        """How many ports are allocated."""
-        return self._bits.used
-
-    @property
-    def free(self) -> int:
-        """How many ports are left."""
-        return self._bits.size - self._bits.used
-
-    def band_usage(self) -> BandUsage:
-        """Occupancy of the static (lower) and dynamic (upper) bands."""
-        return self._bits.usage()
 
     # -- ports ---------------------------------------------------------------
 
@@ -265,9 +247,6 @@ class NodePortAllocator:
     def __iter__(self) -> Iterator[int]:
         first = self._first
         return (first + offset for offset in self._bits.offsets())
-
-    def __len__(self) -> int:
-        return self._bits.used
 
     # -- persistence and transactions ---------------------------------------
 
