@@ -14,7 +14,6 @@ addresses must be IP addresses.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any, ClassVar
 
 import attrs
@@ -55,16 +54,6 @@ def _label(meta: ObjectMeta, key: str) -> str | None:
     """The value of label ``key``, if set."""
     value: str | None = meta.labels.get(key)
     return value
-
-
-def _version(ip: str) -> int | None:
-    """4 or 6 for an address the API server parses (IPv4-mapped IPv6 is 4), else None."""
-    addr = v.parse_ip(ip)
-    if addr is None:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return 4
-    return addr.version
 
 
 @attrs.frozen
@@ -154,7 +143,7 @@ class Node(Named):
         """
         want = {"IPv4": 4, "IPv6": 6}.get(family or "")
         for ip in (*self.internal_ips, *self.external_ips):
-            version = _version(ip)
+            version = v.ip_version(ip)
             if version is not None and (want is None or version == want):
                 return ip
         return None
@@ -258,7 +247,7 @@ def _validate_pod_cidrs(pod_cidrs: tuple[str, ...]) -> list[FieldError]:
         families = []
         for value in pod_cidrs:
             net = v.parse_cidr(value)
-            families.append(None if net is None else _version(str(net.network_address)))
+            families.append(None if net is None else v.ip_version(str(net.network_address)))
         dual_stack = len(pod_cidrs) == 2 and None not in families and families[0] != families[1]
         if not dual_stack:
             errs.append(

@@ -19,7 +19,6 @@ server's messages.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any, ClassVar
 
 import attrs
@@ -174,16 +173,6 @@ def _read_pod_ip(r: Reader, data: dict[str, Any], path: str) -> str:
     return ip
 
 
-def _family(ip: str) -> int | None:
-    """4 or 6 for an address the API server parses (IPv4-mapped IPv6 is 4), else None."""
-    addr = v.parse_ip(ip)
-    if addr is None:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return 4
-    return addr.version
-
-
 @attrs.frozen
 class Pod(Named):
     """A Pod (v1), reduced to what Services, endpoints and DNS need.
@@ -228,7 +217,7 @@ class Pod(Named):
         """The Pod's address of family ``"IPv4"`` or ``"IPv6"``, if it has one."""
         want = 4 if family == "IPv4" else 6 if family == "IPv6" else None
         for ip in self.pod_ips:
-            if _family(ip) == want:
+            if v.ip_version(ip) == want:
                 return ip
         return None
 
@@ -518,7 +507,7 @@ def _validate_pod_ips(pod_ips: tuple[str, ...]) -> list[FieldError]:
     for i, ip in enumerate(pod_ips):
         errs += v.ip_address(ip, f"{path}[{i}]")
     if len(pod_ips) > 1:
-        families = [_family(ip) for ip in pod_ips]
+        families = [v.ip_version(ip) for ip in pod_ips]
         dual_stack = len(pod_ips) == 2 and None not in families and families[0] != families[1]
         if not dual_stack:
             errs.append(

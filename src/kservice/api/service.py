@@ -74,10 +74,8 @@ def ip_family_of(ip: str) -> str | None:
     Parsing is the API server's legacy (sloppy) one, so ``010.0.0.1`` is IPv4
     and an IPv4-mapped IPv6 address counts as IPv4, as Go's ``net.IP`` has it.
     """
-    addr = v.parse_ip(ip)
-    if addr is None:
-        return None
-    return "IPv4" if addr.version == 4 else "IPv6"
+    version = v.ip_version(ip)
+    return None if version is None else f"IPv{version}"
 
 
 @attrs.frozen

@@ -77,6 +77,7 @@ __all__ = [
     "int_or_string_port",
     "ip_address",
     "ip_address_family",
+    "ip_version",
     "label_value",
     "max_len_error",
     "non_negative",
@@ -703,6 +704,12 @@ def _parse_cidr_sloppy(s: str) -> _ParsedCIDR | None:
     if not ok or end != len(mask) or n > bits:
         return None
     return _ParsedCIDR(ip, n, bits, len(mask) > 1 and mask[0] == "0")
+
+
+def ip_version(text: Any) -> int | None:
+    """4 or 6 for an address the API server parses (IPv4-mapped IPv6 counts as 4), else None."""
+    addr = parse_ip(text)
+    return None if addr is None else addr.version
 
 
 def parse_cidr(text: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
