@@ -29,11 +29,10 @@ from kservice.engine.compile import (
     CT_DNAT,
     CT_ESTABLISHED,
     CT_NEW,
+    END,
     F_DADDR,
     F_L4PROTO,
     F_MARK,
-    F_SADDR,
-    F_SPORT,
     H_FORWARD,
     H_INPUT,
     H_OUTPUT,
@@ -43,7 +42,9 @@ from kservice.engine.compile import (
     M_ADDRTYPE,
     M_CTSTATE,
     M_DADDR,
+    M_DADDR4,
     M_DPORT,
+    M_DPORT1,
     M_IIF,
     M_IPVS,
     M_MARK,
@@ -51,8 +52,10 @@ from kservice.engine.compile import (
     M_PROTO,
     M_RECENT,
     M_SADDR,
+    M_SADDR4,
     M_SET,
     M_SPORT,
+    M_SPORT1,
     M_STAT,
     PROTO_BIT,
     S_MARK,
@@ -92,9 +95,8 @@ class Machine:
         self.p = program
         self.state = state
         self.rng = seed & _M64
-        self.ops = program.ops
-        self.rule_start = program.rule_start
-        self.chain_start = program.chain_start
+        self.code = program.code
+        self.chain_offset = program.chain_offset
         self.chain_policy = program.chain_policy
         self.chain_nat = program.chain_nat
         self.hooks = program.hooks
@@ -104,7 +106,6 @@ class Machine:
         self.sets = program.sets
         self.layouts = program.layouts
         self.verdicts = program.verdicts
-        self.numgens = program.numgens
         self.addresses = program.addresses
         self.has_ipvs = bool(program.virtual_servers)
         self.node_address = -1 if program.node_address is None else program.node_address
@@ -206,66 +207,75 @@ class Machine:
         return key in spec.elements
 
     # -- the interpreter -------------------------------------------------------------------
-    # st: [saddr, daddr, l4proto, sport, dport, mark, ctstate, iif, oif, masq, dnat, rules]
+    # st: [saddr, daddr, l4proto, sport, dport, mark, ctstate, iif, oif, masq, dnat, rules,
+    #      IPVS service, IPVS server]
     def _chain(
         self, base: int, st: list[int], now: float, obs: list[Any] | None, oracle: Any
     ) -> int:
-        ops = self.ops
-        rule_start = self.rule_start
-        chain_start = self.chain_start
+        code = self.code
         dry = oracle is not None
-        stack: list[tuple[int, int]] = []
-        c = base
-        r = chain_start[c]
-        end = chain_start[c + 1]
+        stack: list[int] = []
+        pc = self.chain_offset[base] * 4
         while True:
-            if r >= end:
+            op = code[pc]
+            if op == END:
                 if not stack:
                     return R_DROP if self.chain_policy[base] else R_ACCEPT
-                c, r = stack.pop()
-                end = chain_start[c + 1]
+                pc = stack.pop()
                 continue
+            # a RULE header: (RULE, rule id, next rule, 0)
             st[11] += 1
-            o = rule_start[r] * 4
-            last = rule_start[r + 1] * 4 - 4
+            rule_id = code[pc + 1]
+            next_pc = code[pc + 2] * 4
+            pc += 4
             ok = True
-            while o < last:
-                op = ops[o]
-                a = ops[o + 1]
-                b = ops[o + 2]
-                if op == M_DADDR:
+            while True:
+                op = code[pc]
+                if op >= V_NONE:
+                    break
+                a = code[pc + 1]
+                b = code[pc + 2]
+                c = code[pc + 3]
+                if op == M_DADDR4:
+                    ok = (st[1] & b == a) != bool(c)
+                elif op == M_SADDR4:
+                    ok = (st[0] & b == a) != bool(c)
+                elif op == M_DADDR:
                     ok = self._in(st[1], self.cidrs[a]) != bool(b)
                 elif op == M_SADDR:
                     ok = self._in(st[0], self.cidrs[a]) != bool(b)
                 elif op == M_PROTO:
                     ok = bool(PROTO_BIT.get(st[2], 0) & a) != bool(b)
+                elif op == M_DPORT1:
+                    ok = (a <= st[4] <= b) != bool(c)
+                elif op == M_SPORT1:
+                    ok = (a <= st[3] <= b) != bool(c)
                 elif op == M_DPORT or op == M_SPORT:
                     value = st[4] if op == M_DPORT else st[3]
                     ok = any(lo <= value <= hi for lo, hi in self.ports[a]) != bool(b)
                 elif op == M_MARK:
-                    ok = ((st[5] & b) == a) != bool(ops[o + 3])
+                    ok = ((st[5] & b) == a) != bool(c)
                 elif op == M_ADDRTYPE:
                     ok = self._in(st[a], self.local) != bool(b)
                 elif op == M_CTSTATE:
                     ok = bool(st[6] & a) != bool(b)
                 elif op == M_SET:
-                    ok = self._set_has(a, b, st, now) != bool(ops[o + 3])
+                    ok = self._set_has(a, b, st, now) != bool(c)
                 elif op == M_STAT:
                     hit = oracle.bit(a) if dry else (self.next_u32() & 0x7FFFFFFF) < a
                     ok = hit != bool(b)
                 elif op == M_RECENT:
                     addr = st[1] if b & 16 else st[0]
-                    ok = self.state.recent(a, b, ops[o + 3], addr, now, dry)
+                    ok = self.state.recent(a, b, c - 1, addr, now, dry)
                 elif op == M_IPVS:
-                    ok = self._ipvs_match(st, a, b, ops[o + 3])
+                    ok = self._ipvs_match(st, a - 1, b, c)
                 elif op == M_IIF:
                     ok = bool(st[7] >> a & 1) != bool(b)
                 elif op == M_OIF:
                     ok = bool(st[8] >> a & 1) != bool(b)
                 elif op == S_MARK:
-                    c_ = ops[o + 3]
                     if a == 0:
-                        st[5] = (st[5] & ~c_ & 0xFFFFFFFF) ^ b
+                        st[5] = (st[5] & ~c & 0xFFFFFFFF) ^ b
                     elif a == 1:
                         st[5] |= b
                     elif a == 2:
@@ -278,37 +288,35 @@ class Machine:
                     raise EngineError(f"unknown opcode {op}")
                 if not ok:
                     break
-                o += 4
+                pc += 4
             if obs is not None:
-                obs.append((0, r, ok))
+                obs.append((0, rule_id, ok))
             if not ok:
-                r += 1
+                pc = next_pc
                 continue
-            op = ops[last]
-            a = ops[last + 1]
-            if op == V_VMAP or op == V_NUMGEN:
-                if op == V_VMAP:
-                    vid = self.sets[a].elements.get(self._key(self.layouts[ops[last + 2]], st), 0)
-                else:
-                    modulus, offset, mapping = self.numgens[a]
-                    pick = oracle.pick(modulus) if dry else (self.next_u32() * modulus) >> 32
-                    vid = mapping.get(pick + offset, 0)
-                op, a = self.verdicts[vid]
+            a = code[pc + 1]
+            if op == V_VMAP:
+                op, a = self.verdicts[
+                    self.sets[a].elements.get(self._key(self.layouts[code[pc + 2]], st), 0)
+                ]
+            elif op == V_NUMGEN:
+                pick = oracle.pick(a) if dry else (self.next_u32() * a) >> 32
+                entry = pc + 4 + 4 * pick
+                op = code[entry]
+                a = code[entry + 1]
             if op == V_NONE:
-                r += 1
-            elif op == V_JUMP or op == V_GOTO:
-                if op == V_JUMP:
-                    if len(stack) >= MAX_DEPTH:
-                        raise EngineError("jump depth over 64: a loop in the rules?")
-                    stack.append((c, r + 1))
-                c = a
-                r = chain_start[c]
-                end = chain_start[c + 1]
+                pc = next_pc
+            elif op == V_JUMP:
+                if len(stack) >= MAX_DEPTH:
+                    raise EngineError("jump depth over 64: a loop in the rules?")
+                stack.append(next_pc)
+                pc = a * 4
+            elif op == V_GOTO:
+                pc = a * 4
             elif op == V_RETURN:
                 if not stack:
                     return R_DROP if self.chain_policy[base] else R_ACCEPT
-                c, r = stack.pop()
-                end = chain_start[c + 1]
+                pc = stack.pop()
             elif op == V_ACCEPT:
                 return R_ACCEPT
             elif op == V_DROP:
@@ -317,7 +325,7 @@ class Machine:
                 return R_REJECT
             elif op == V_DNAT:
                 st[1] = self.addresses[a][0]
-                b = ops[last + 2]
+                b = code[pc + 2]
                 if b:
                     st[4] = b
                 st[6] |= CT_DNAT

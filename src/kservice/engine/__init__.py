@@ -163,7 +163,9 @@ class Engine:
         self.seed = int.from_bytes(os.urandom(8), "little") if seed is None else int(seed)
         self.state = State(self.program, self.clock())
         self._machine = machine_class(self.program, self.state, self.seed)
-        self.implementation = "cython" if machine_class.__module__.endswith("_fastpath") else "python"
+        self.implementation = (
+            "cython" if machine_class.__module__.endswith("_fastpath") else "python"
+        )
         self._rule_texts: dict[int, str] = {}
 
     @property
@@ -294,7 +296,9 @@ class Engine:
         elif isinstance(src, str):
             value = Packet(dst=src, dport=1)._dst
             if Packet(dst=src, dport=1)._version != self.program.family:
-                raise EngineError(f"lookup_batch src: {src} is not an IPv{self.program.family} address")
+                raise EngineError(
+                    f"lookup_batch src: {src} is not an IPv{self.program.family} address"
+                )
             src_buf = (
                 array("Q", [value >> 64, value & ((1 << 64) - 1)]) * n
                 if v6
@@ -306,8 +310,10 @@ class Engine:
                 raise EngineError("lookup_batch src: not as many addresses as dst")
         sport_buf = None if sport is None else _int_buffer(sport, "H", "sport", n)
         m = self._machine
-        iif_mask = m.iface_mask(iif) if iif is not None else (
-            m.pod_mask if origin == "pod" else m.primary_mask if origin == "external" else 0
+        iif_mask = (
+            m.iface_mask(iif)
+            if iif is not None
+            else (m.pod_mask if origin == "pod" else m.primary_mask if origin == "external" else 0)
         )
         result = BatchResult(
             self.program.family,
@@ -343,7 +349,9 @@ class Engine:
                 try:
                     ip = ipaddress.ip_address(text)
                 except ValueError:
-                    raise EngineError(f"lookup_batch {what}: {text!r} is not an IP address") from None
+                    raise EngineError(
+                        f"lookup_batch {what}: {text!r} is not an IP address"
+                    ) from None
                 if ip.version != self.program.family:
                     raise EngineError(
                         f"lookup_batch {what}: {text} is not an IPv{self.program.family} address"

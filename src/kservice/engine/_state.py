@@ -54,7 +54,9 @@ class State:
         self._tables: dict[int, list[int]] = {}
 
     # -- xt_recent ------------------------------------------------------------------
-    def recent(self, table: int, flags: int, seconds: int, addr: int, now: float, dry: bool) -> bool:
+    def recent(
+        self, table: int, flags: int, seconds: int, addr: int, now: float, dry: bool
+    ) -> bool:
         """``-m recent``; ``flags`` = mode | rdest<<4 | reap<<5 | negate<<6."""
         mode = flags & 15
         key = (table, addr)
@@ -105,7 +107,9 @@ class State:
         self.conntrack[key] = (now + CONNTRACK_TIMEOUT[key[0]], entry)
         return entry
 
-    def ct_put(self, key: tuple[int, int, int, int, int], entry: tuple[int, ...], now: float) -> None:
+    def ct_put(
+        self, key: tuple[int, int, int, int, int], entry: tuple[int, ...], now: float
+    ) -> None:
         """``entry`` = (DNAT address id or -1, DNAT port, masquerade, IPVS service, server)."""
         self.conntrack[key] = (now + CONNTRACK_TIMEOUT[key[0]], entry)
         vs, server = entry[3], entry[4]

@@ -94,9 +94,7 @@ class Packet:
     def __attrs_post_init__(self) -> None:
         set_ = object.__setattr__
         if self.origin not in ORIGIN_CODE:
-            raise EngineError(
-                f"packet origin: {self.origin!r} is not one of {', '.join(ORIGINS)}"
-            )
+            raise EngineError(f"packet origin: {self.origin!r} is not one of {', '.join(ORIGINS)}")
         proto = self.proto.lower() if isinstance(self.proto, str) else self.proto
         if proto not in PROTOCOLS:
             raise EngineError(f"packet proto: {self.proto!r} is not one of tcp, udp, sctp")
