@@ -23,7 +23,6 @@ Three kinds of checks, all carried over from kubernetes/kubernetes
 
 from __future__ import annotations
 
-import ipaddress
 import random
 import re
 from collections.abc import Iterable, Sequence
@@ -36,6 +35,7 @@ import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+import flowtrace
 import kservice
 from kservice.api.endpointslice import EndpointSlice
 from kservice.api.node import Node
@@ -44,22 +44,11 @@ from kservice.control.cluster import Cluster, ClusterConfig
 from kservice.netfilter.iptables_text import MAX_COMMENT_BYTES, parse, render_restore
 from kservice.netfilter.ruleset import (
     DNAT,
-    Accept,
-    AddrTypeMatch,
-    CtStateMatch,
-    Drop,
     Goto,
-    IfaceMatch,
-    IPMatch,
     Jump,
-    MarkMatch,
     MarkSet,
-    PortMatch,
     ProtoMatch,
-    RawMatch,
     RecentMatch,
-    Reject,
-    Return,
     Rule,
     Ruleset,
     StatisticMatch,
@@ -301,96 +290,9 @@ def test_full_ruleset_renders_and_parses_back(name: str) -> None:
 
 
 # ------------------------------------------------------------------------ the tracer
-def _ip_in(ip: str, cidrs: Sequence[str]) -> bool:
-    addr = ipaddress.ip_address(ip)
-    for c in cidrs:
-        net = ipaddress.ip_network(c, strict=False)
-        if net.version == addr.version and addr in net:
-            return True
-    return False
-
-
-class Tracer:
-    """Upstream's ``iptablesTracer`` over the Ruleset model.
-
-    Rules that look at history (marks, conntrack state, ``recent --rcheck``)
-    never match; ``-m statistic`` rules match but do not end the chain, so every
-    endpoint a random choice could pick is collected.
-    """
-
-    def __init__(self, ruleset: Ruleset) -> None:
-        self.tables = {t.name: {c.name: c for c in t.chains} for t in ruleset.tables}
-        self.local = set(ruleset.local_addresses)
-        self.outputs: list[str] = []
-        self.masq = False
-
-    def matches(self, rule: Rule, src: str, proto: str, dst: str, port: int) -> bool:
-        for e in rule.exprs:
-            if isinstance(e, IPMatch):
-                ok = _ip_in(src if e.field == "saddr" else dst, e.cidrs)
-            elif isinstance(e, ProtoMatch):
-                ok = proto in e.protocols
-            elif isinstance(e, PortMatch):
-                assert e.field == "dport"
-                ok = any(lo <= port <= hi for lo, hi in e.ranges)
-            elif isinstance(e, AddrTypeMatch):
-                assert e.addr_type == "LOCAL"
-                ok = (src if e.field == "saddr" else dst) in self.local
-            elif isinstance(e, MarkMatch | CtStateMatch):
-                return False
-            elif isinstance(e, RecentMatch):
-                if e.mode == "rcheck":
-                    return False
-                ok = True
-            elif isinstance(e, StatisticMatch | RawMatch | MarkSet):
-                ok = True
-            elif isinstance(e, IfaceMatch):  # pragma: no cover - no flow uses an interface detector
-                raise NotImplementedError("packets carry no interface in these flows")
-            else:  # pragma: no cover
-                raise AssertionError(e)
-            if getattr(e, "negate", False):
-                ok = not ok
-            if not ok:
-                return False
-        return True
-
-    def run(self, table: str, chain: str, src: str, proto: str, dst: str, port: int) -> bool:
-        c = self.tables[table].get(chain)
-        if c is None:
-            return False
-        for rule in c.rules:
-            v = rule.verdict
-            if v is None or not self.matches(rule, src, proto, dst, port):
-                continue
-            if isinstance(v, Jump) and v.chain == "KUBE-MARK-MASQ":
-                self.masq = True
-            elif isinstance(v, Accept | Reject | Drop):
-                self.outputs.append(type(v).__name__.upper())
-                return True
-            elif isinstance(v, DNAT):
-                self.outputs.append(join_host_port(v.address, v.port or 0))
-                return True
-            elif isinstance(v, Return):
-                return False
-            elif isinstance(v, Jump):
-                terminated = self.run(table, v.chain, src, proto, dst, port)
-                if terminated and not any(isinstance(e, StatisticMatch) for e in rule.exprs):
-                    return True
-            else:  # pragma: no cover
-                raise AssertionError(v)
-        return False
-
-
 def trace(ruleset: Ruleset, src: str, dst: str, port: int, proto: str = "tcp") -> tuple[str, bool]:
-    """``tracePacket``: nat PREROUTING, then the filter chains kube-proxy fills."""
-    t = Tracer(ruleset)
-    t.run("nat", "PREROUTING", src, proto, dst, port)
-    if t.outputs:
-        first = t.outputs[0]
-        dst = first[1 : first.index("]")] if first.startswith("[") else first.split(":")[0]
-    for chain in (KUBE_SERVICES, "KUBE-EXTERNAL-SERVICES", KUBE_NODEPORTS, "KUBE-PROXY-FIREWALL"):
-        t.run("filter", chain, src, proto, dst, port)
-    return ", ".join(t.outputs), t.masq
+    """Upstream's ``tracePacket``, answered by the packet engine (tests/flowtrace.py)."""
+    return flowtrace.flow(ruleset, src, dst, port, proto)
 
 
 Flow = tuple[str, str, str, int, str, bool]  # name, source, destination, port, output, masq
@@ -400,8 +302,9 @@ def run_flows(ruleset: Ruleset, flows: Sequence[Flow], proto: dict[str, str] | N
     failures = []
     for name, src, dst, port, output, masq in flows:
         got = trace(ruleset, src, dst, port, (proto or {}).get(name, "tcp"))
-        if got != (output, masq):
-            failures.append(f"{name}: {src} -> {dst}:{port}: got {got}, want {(output, masq)}")
+        want = (flowtrace.normalized(output), masq)
+        if got != want:
+            failures.append(f"{name}: {src} -> {dst}:{port}: got {got}, want {want}")
     assert not failures, "\n".join(failures)
 
 

@@ -22,7 +22,6 @@ the model (and ``nft list``) without.
 
 from __future__ import annotations
 
-import ipaddress
 import random
 import re
 from collections.abc import Iterable, Sequence
@@ -34,6 +33,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import flowtrace
 import kservice
 from kservice.api.endpointslice import EndpointSlice
 from kservice.api.node import Node
@@ -47,20 +47,14 @@ from kservice.netfilter.nft_text import (
     render_script,
 )
 from kservice.netfilter.ruleset import (
-    DNAT,
     AddrTypeMatch,
     Chain,
-    CtStateMatch,
-    Drop,
     Goto,
     IfaceMatch,
     IPMatch,
     Jump,
     NftSet,
     NumgenVmap,
-    ProtoMatch,
-    Reject,
-    Return,
     Rule,
     Ruleset,
     SetMatch,
@@ -277,122 +271,6 @@ class Flow:
     output: str
     masq: bool = False
     protocol: str = "tcp"
-
-
-class Tracer:
-    """Upstream's ``nftablesTracer`` on the model: follows a new connection through
-    the kube-proxy table, collecting DNAT targets (every endpoint of a ``numgen``
-    map), DROP/REJECT, and whether ``mark-for-masquerade`` was jumped to.
-
-    Hooks run as in the kernel: from a node address the output path
-    (filter-output-pre-dnat, nat-output, filter-output), otherwise prerouting
-    (filter-prerouting-pre-dnat, nat-prerouting, then filter-input when the
-    destination after DNAT is local, else filter-forward)."""
-
-    def __init__(self, ruleset: Ruleset, local_ips: Sequence[str] = TEST_NODE_IPS) -> None:
-        self.table = ruleset.tables[0]
-        self.chains = {c.name: c for c in self.table.chains}
-        self.sets = {s.name: s for s in self.table.sets}
-        self.local = {ipaddress.ip_address(ip) for ip in local_ips}
-
-    def trace(self, flow: Flow) -> tuple[str, bool]:
-        self.outputs: list[str] = []
-        self.masq = False
-        self.pkt = {
-            "saddr": flow.source,
-            "daddr": flow.dest,
-            "l4proto": flow.protocol,
-            "dport": str(flow.port),
-        }
-        from_node = ipaddress.ip_address(flow.source) in self.local
-        first, nat = (
-            ("filter-output-pre-dnat", "nat-output")
-            if from_node
-            else ("filter-prerouting-pre-dnat", "nat-prerouting")
-        )
-        if self.run(first):
-            return ", ".join(self.outputs), self.masq
-        self.run(nat)
-        if self.outputs:
-            target = self.outputs[0]
-            self.pkt["daddr"] = target.rsplit(":", 1)[0].strip("[]")
-        if from_node:
-            last = "filter-output"
-        elif ipaddress.ip_address(self.pkt["daddr"]) in self.local:
-            last = "filter-input"
-        else:
-            last = "filter-forward"
-        self.run(last)
-        return ", ".join(self.outputs), self.masq
-
-    # -- evaluation ----------------------------------------------------------------
-    def addr_in(self, addr: str, cidrs: Iterable[str]) -> bool:
-        ip = ipaddress.ip_address(addr)
-        return any(ip in ipaddress.ip_network(c, strict=False) for c in cidrs)
-
-    def matches(self, e: Any) -> bool:
-        p = self.pkt
-        if isinstance(e, IPMatch):
-            return self.addr_in(p[e.field], e.cidrs) != e.negate
-        if isinstance(e, ProtoMatch):
-            return (p["l4proto"] in e.protocols) != e.negate
-        if isinstance(e, AddrTypeMatch):
-            assert e.addr_type == "LOCAL"
-            return (ipaddress.ip_address(p[e.field]) in self.local) != e.negate
-        if isinstance(e, CtStateMatch):
-            return ("NEW" in e.states) != e.negate  # the flows are new connections
-        if isinstance(e, SetMatch):
-            keys = {tuple(k) for k, _ in self.sets[e.set_name].elements}
-            return (tuple(p[f] for f in e.keys) in keys) != e.negate
-        if isinstance(e, SetUpdate):
-            return True
-        raise AssertionError(f"tracer cannot evaluate {e!r}")
-
-    def run(self, name: str) -> bool:
-        """Run a chain; True when a terminal verdict was reached."""
-        for rule in self.chains[name].rules:
-            if not all(self.matches(e) for e in rule.exprs):
-                continue
-            result = self.verdict(rule.verdict)
-            if result is not None:
-                return result
-        return False
-
-    def verdict(self, v: Any) -> bool | None:
-        """None: continue with the next rule; True: terminal; False: return."""
-        if v is None:
-            return None
-        if isinstance(v, str):  # a map value
-            v = {"drop": Drop(), "reject": Reject(), "accept": None}[v]
-            if v is None:
-                return True
-        if isinstance(v, Jump) and v.chain == "mark-for-masquerade":
-            self.masq = True
-            return None
-        if isinstance(v, Jump | Goto):
-            if self.run(v.chain):
-                return True
-            return None if isinstance(v, Jump) else False
-        if isinstance(v, Drop | Reject):
-            self.outputs.append("DROP" if isinstance(v, Drop) else "REJECT")
-            return True
-        if isinstance(v, Return):
-            return False
-        if isinstance(v, DNAT):
-            host = f"[{v.address}]" if ":" in v.address else v.address
-            self.outputs.append(f"{host}:{v.port}")
-            return True
-        if isinstance(v, VmapLookup):
-            key = tuple(self.pkt[f] for f in v.keys)
-            for k, value in self.sets[v.map_name].elements:
-                if tuple(k) == key:
-                    return self.verdict(value)
-            return None
-        if isinstance(v, NumgenVmap):
-            for _, target in v.mapping:
-                self.run(target.chain)
-            return True
-        raise AssertionError(f"tracer cannot follow {v!r}")
 
 
 # --------------------------------------------------------------------------- golden
@@ -776,9 +654,11 @@ def test_packet_flows(
     config = fake_proxier_config(case.family, **{**dict(case.overrides), **overrides})
     ruleset = compile_case(case, config)
     assert references_defined(ruleset) == []
-    tracer = Tracer(ruleset)
-    got = {flow.name: tracer.trace(flow) for flow in flows}
-    want = {flow.name: (flow.output, flow.masq) for flow in flows}
+    got = {
+        flow.name: flowtrace.flow(ruleset, flow.source, flow.dest, flow.port, flow.protocol)
+        for flow in flows
+    }
+    want = {flow.name: (flowtrace.normalized(flow.output), flow.masq) for flow in flows}
     assert got == want
 
 

@@ -723,6 +723,8 @@ class _Builder:
             self._emit(S_NOP)
         elif isinstance(e, RawMatch) and e.text.split()[:2] == ["-m", "ipvs"]:
             self._ipvs_match(e.text, where)
+        elif isinstance(e, RawMatch) and e.text.split()[:2] == ["-m", "nfacct"]:
+            self._emit(S_NOP)  # xt_nfacct counts the packet and always matches
         else:
             text = getattr(e, "text", repr(e))
             raise EngineError(f"{where}: {text!r} is not something the engine can evaluate")
