@@ -35,6 +35,7 @@ from kservice.engine.packet import (
     Step,
     Trace,
     Verdict,
+    parse_address,
 )
 from kservice.netfilter.ruleset import NftSet, RecentMatch, Rule, Ruleset, SetMatch, Table
 
@@ -294,8 +295,8 @@ class Engine:
             if self.program.node_address is None:
                 raise EngineError("lookup_batch src: the ruleset names no node address")
         elif isinstance(src, str):
-            value = Packet(dst=src, dport=1)._dst
-            if Packet(dst=src, dport=1)._version != self.program.family:
+            version, value = parse_address(src, "lookup_batch src")
+            if version != self.program.family:
                 raise EngineError(
                     f"lookup_batch src: {src} is not an IPv{self.program.family} address"
                 )

@@ -30,8 +30,8 @@ Layout
 
 from __future__ import annotations
 
-import ipaddress
 import gc
+import ipaddress
 import math
 import socket
 from collections.abc import Iterable, Sequence
@@ -754,11 +754,12 @@ class _Builder:
 
     def _check_layout(self, spec: SetSpec, layout: int, where: str) -> None:
         fields = self.layouts[layout]
-        shape = tuple(min(f, F_DADDR) if f <= F_DADDR else f for f in fields)
-        want = tuple(min(f, F_DADDR) if f <= F_DADDR else f for f in spec.layout)
-        # ports match ports (sport or dport) and addresses addresses
-        norm = tuple(F_DPORT if f == F_SPORT else f for f in shape)
-        if norm != tuple(F_DPORT if f == F_SPORT else f for f in want):
+
+        # addresses fit addresses and ports ports, whichever side they are read from
+        def kind(f: int) -> int:
+            return F_DADDR if f <= F_DADDR else F_DPORT if f == F_SPORT else f
+
+        if tuple(map(kind, fields)) != tuple(map(kind, spec.layout)):
             raise EngineError(f"{where}: the key does not fit set {spec.name}'s type")
 
     def _ipset_layout(self, spec: SetSpec, flags: Sequence[str], where: str) -> int:

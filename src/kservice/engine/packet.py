@@ -41,11 +41,12 @@ class EngineError(KServiceError, ValueError):
     """A ruleset the engine cannot model, or a packet it cannot trace."""
 
 
-def _address(value: str, what: str) -> tuple[int, int]:
+def parse_address(value: str, what: str) -> tuple[int, int]:
+    """``(version, integer)`` of an address; IPv4-mapped IPv6 counts as IPv4."""
     try:
         ip = ipaddress.ip_address(value)
     except ValueError:
-        raise EngineError(f"packet {what}: {value!r} is not an IP address") from None
+        raise EngineError(f"{what}: {value!r} is not an IP address") from None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.version, int(ip)
@@ -98,10 +99,10 @@ class Packet:
         proto = self.proto.lower() if isinstance(self.proto, str) else self.proto
         if proto not in PROTOCOLS:
             raise EngineError(f"packet proto: {self.proto!r} is not one of tcp, udp, sctp")
-        version, dst = _address(self.dst, "dst")
+        version, dst = parse_address(self.dst, "packet dst")
         src = -1
         if self.src is not None:
-            src_version, src = _address(self.src, "src")
+            src_version, src = parse_address(self.src, "packet src")
             if src_version != version:
                 raise EngineError(
                     f"packet src {self.src} and dst {self.dst} are of different IP families"
