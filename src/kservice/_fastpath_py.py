@@ -156,10 +156,7 @@ class Machine:
 
     @staticmethod
     def _in(addr: int, cidrs: list[tuple[int, int]]) -> bool:
-        for net, mask in cidrs:
-            if addr & mask == net:
-                return True
-        return False
+        return any(addr & mask == net for net, mask in cidrs)
 
     def _key(self, layout: tuple[int, ...], st: list[int]) -> tuple[int, int, int]:
         if layout[0] >= 100:  # ipset: addresses in slots 0 and 2, ports 16 bits each
@@ -250,7 +247,7 @@ class Machine:
                     ok = (a <= st[4] <= b) != bool(c)
                 elif op == M_SPORT1:
                     ok = (a <= st[3] <= b) != bool(c)
-                elif op == M_DPORT or op == M_SPORT:
+                elif op in (M_DPORT, M_SPORT):
                     value = st[4] if op == M_DPORT else st[3]
                     ok = any(lo <= value <= hi for lo, hi in self.ports[a]) != bool(b)
                 elif op == M_MARK:
@@ -331,7 +328,7 @@ class Machine:
                 st[6] |= CT_DNAT
                 st[10] = a
                 return R_NAT
-            elif op == V_MASQ or op == V_SNAT:
+            elif op in (V_MASQ, V_SNAT):
                 st[9] = 1
                 return R_NAT
             else:  # pragma: no cover
@@ -363,7 +360,7 @@ class Machine:
             if obs is not None:
                 obs.append((1, h, c))
             res = self._chain(c, st, now, obs, oracle)
-            if res == R_DROP or res == R_REJECT:
+            if res in (R_DROP, R_REJECT):
                 return res
             if res == R_NAT:
                 nat_done = True

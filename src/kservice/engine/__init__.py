@@ -230,7 +230,7 @@ class Engine:
             kind, addr, port, masq, _ = self._run(packet, None, oracle)
             return m.verdict(kind, addr, port, masq)  # type: ignore[no-any-return]
 
-        found = explore(run)  # type: ignore[arg-type]
+        found = explore(run)
         return dict(sorted(found.items(), key=lambda kv: (-kv[1], str(kv[0]))))  # type: ignore[arg-type]
 
     def sample(self, packet: Packet, count: int) -> Counter[Verdict]:

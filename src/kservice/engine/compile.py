@@ -624,7 +624,8 @@ class _Builder:
 
     def _rule(self, ti: int, rule: Rule, where: Any) -> None:
         code = self.code
-        for e in rule.exprs:
+        exprs: tuple[Any, ...] = rule.exprs
+        for e in exprs:
             t = type(e)
             if t is IPMatch and self.version == 4 and len(e.cidrs) == 1:  # the commonest
                 net, mask = self._net4(e.cidrs[0], where)
@@ -635,20 +636,20 @@ class _Builder:
                 code += (M_CTSTATE, _CT_CACHE[e.states], int(e.negate), 0)
             else:
                 self._expr(ti, e, where)
-        v = rule.verdict
+        v: Any = rule.verdict
         t = type(v)
         simple = _SIMPLE_VERDICTS.get(t)
         if simple is not None:
             code += (simple, 0, 0, 0)
         elif t is Jump or t is Goto:
-            chain = self.chain_ids[ti].get(v.chain)  # type: ignore[union-attr]
+            chain = self.chain_ids[ti].get(v.chain)
             if chain is None:
-                chain = self._chain(ti, v.chain, where)  # type: ignore[union-attr]
+                chain = self._chain(ti, v.chain, where)
             self._fixups.append(len(code) + 1)
             code += (V_JUMP if t is Jump else V_GOTO, chain, 0, 0)
         elif t is DNAT and self.version == 4:
-            aid = self.address(v.address, where)  # type: ignore[union-attr]
-            code += (V_DNAT, aid, v.port or 0, self.addresses[aid][0])  # type: ignore[union-attr]
+            aid = self.address(v.address, where)
+            code += (V_DNAT, aid, v.port or 0, self.addresses[aid][0])
         else:
             self._verdict(ti, v, where)
 
