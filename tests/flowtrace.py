@@ -44,9 +44,7 @@ def flow(
     """
     engine = Engine(ruleset, seed=0, implementation=implementation)
     src_ip = ipaddress.ip_address(src)
-    local = any(
-        src_ip == ipaddress.ip_address(a) for a in ruleset.local_addresses if "/" not in a
-    )
+    local = any(src_ip == ipaddress.ip_address(a) for a in ruleset.local_addresses if "/" not in a)
     packet = Packet(
         dst=dst, dport=port, proto=proto, src=src, origin="node" if local else "external"
     )
