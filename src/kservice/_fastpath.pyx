@@ -60,6 +60,7 @@ cdef enum:
     M_DADDR4 = 16
     M_SPORT1 = 17
     M_DPORT1 = 18
+    M_NEVER = 19
     RULE = 50
     END = 51
     R_ACCEPT = 0
@@ -627,6 +628,8 @@ cdef class Machine:
                     ok = self.state.recent(a, b, <int64_t>c - 1, addr, now, dry)
                 elif op == M_IPVS:
                     ok = self._ipvs_match(st, <int64_t>a - 1, b, c)
+                elif op == M_NEVER:
+                    ok = b != 0
                 elif op == M_IIF:
                     ok = ((st.iif >> a) & 1) != (b != 0)
                 elif op == M_OIF:

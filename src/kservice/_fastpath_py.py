@@ -48,6 +48,7 @@ from kservice.engine.compile import (
     M_IIF,
     M_IPVS,
     M_MARK,
+    M_NEVER,
     M_OIF,
     M_PROTO,
     M_RECENT,
@@ -266,6 +267,8 @@ class Machine:
                     ok = self.state.recent(a, b, c - 1, addr, now, dry)
                 elif op == M_IPVS:
                     ok = self._ipvs_match(st, a - 1, b, c)
+                elif op == M_NEVER:
+                    ok = bool(b)
                 elif op == M_IIF:
                     ok = bool(st[7] >> a & 1) != bool(b)
                 elif op == M_OIF:

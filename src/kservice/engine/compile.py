@@ -84,6 +84,8 @@ V_NONE, V_ACCEPT, V_DROP, V_REJECT, V_RETURN, V_JUMP, V_GOTO = 30, 31, 32, 33, 3
 V_DNAT, V_SNAT, V_MASQ, V_VMAP, V_NUMGEN = 37, 38, 39, 40, 41
 # IPv4 fast forms: one CIDR or one port range inline
 M_SADDR4, M_DADDR4, M_SPORT1, M_DPORT1 = 15, 16, 17, 18
+#: A match that never holds (``b`` = negate): ``-m physdev --physdev-is-in``.
+M_NEVER = 19
 #: A rule's header (rule id, offset of the next rule) and a chain's end (chain id).
 RULE, END = 50, 51
 
@@ -724,6 +726,10 @@ class _Builder:
             self._emit(S_NOP)
         elif isinstance(e, RawMatch) and e.text.split()[:2] == ["-m", "ipvs"]:
             self._ipvs_match(e.text, where)
+        elif isinstance(e, RawMatch) and e.text in _PHYSDEV_IN:
+            # The engine models pods on routed interfaces (veth), not bridge
+            # ports: no packet entered through a bridge port.
+            self._emit(M_NEVER, 0, int(e.text == _PHYSDEV_IN[1]))
         elif isinstance(e, RawMatch) and e.text.split()[:2] == ["-m", "nfacct"]:
             self._emit(S_NOP)  # xt_nfacct counts the packet and always matches
         else:
@@ -945,6 +951,7 @@ class _Where:
         return format(str(self), spec)
 
 
+_PHYSDEV_IN = ("-m physdev --physdev-is-in", "-m physdev ! --physdev-is-in")
 _SIMPLE_VERDICTS: dict[type, int] = {
     type(None): V_NONE,
     Accept: V_ACCEPT,
