@@ -8,7 +8,7 @@ from array import array
 from fractions import Fraction
 
 import pytest
-from util import NODE_IP, chi_square_p, ruleset, service
+from util import NODE_IP, Clock, chi_square_p, ruleset, service
 
 import kservice.engine as engine_module
 from kservice.engine import Engine, EngineError, Packet, Verdict
@@ -21,14 +21,6 @@ POD = "10.244.1.9"
 
 def web(mode: str, **spec: object) -> Ruleset:
     return ruleset(service("web", EPS3, cluster_ip="10.96.0.50", **spec), mode)  # type: ignore[arg-type]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # ------------------------------------------------------------------ the compiled twin

@@ -22,13 +22,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import GeneratedCluster, clusters
+from util import Clock
 
 from kservice.api.service import Service
 from kservice.engine import Engine, Packet
 from kservice.netfilter.ruleset import Ruleset
-from kservice.proxy import ProxyConfig
+from kservice.proxy import ProxyConfig, ipvs, nftables
 from kservice.proxy import iptables as ipt
-from kservice.proxy import ipvs, nftables
 from kservice.proxy.nodeview import NodeView
 
 SETTINGS = settings(
@@ -105,9 +105,9 @@ def test_twins_agree(generated: GeneratedCluster, data: st.DataObject) -> None:
         for mode in ("iptables", "nftables", "ipvs"):
             ruleset = compile_mode(generated, mode, family)
             seed = data.draw(st.integers(0, 2**64 - 1), label="seed")
-            now = [0.0]
-            a = Engine(ruleset, seed=seed, clock=lambda: now[0], implementation="cython")
-            b = Engine(ruleset, seed=seed, clock=lambda: now[0], implementation="python")
+            clock = Clock()
+            a = Engine(ruleset, seed=seed, clock=clock, implementation="cython")
+            b = Engine(ruleset, seed=seed, clock=clock, implementation="python")
             dsts = destinations(generated, family) or [
                 ("10.96.0.1" if family == "IPv4" else "fd00:96::1", 80, "tcp", "none")
             ]
@@ -121,7 +121,7 @@ def test_twins_agree(generated: GeneratedCluster, data: st.DataObject) -> None:
                     origin=data.draw(st.sampled_from(("pod", "external")), label="origin"),
                     sport=data.draw(st.sampled_from((None, 33000, 33001)), label="sport"),
                 )
-                now[0] += data.draw(st.sampled_from((0.0, 1.0, 20000.0)), label="dt")
+                clock.now += data.draw(st.sampled_from((0.0, 1.0, 20000.0)), label="dt")
                 assert a.trace(packet) == b.trace(packet)
                 assert a.distribution(packet) == b.distribution(packet)
             assert a._machine.get_rng_state() == b._machine.get_rng_state()

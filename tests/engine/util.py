@@ -92,6 +92,16 @@ def ruleset(
     return ipvs.compile(view)
 
 
+class Clock:
+    """An engine clock tests move by hand."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def chi_square_p(observed: list[int], expected: list[float]) -> float:
     """p-value of Pearson's chi-square test (``expected`` as probabilities)."""
     n = sum(observed)
