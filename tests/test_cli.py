@@ -355,3 +355,69 @@ def test_compile_ipvs_formats(capsys: pytest.CaptureFixture[str]) -> None:
         "--format", "iptables",
     )  # fmt: skip
     assert code == 0 and "-m set --match-set KUBE-CLUSTER-IP dst,dst" in out
+
+
+# -- trace ---------------------------------------------------------------------------------
+def test_trace_node_port_from_outside(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(
+        capsys, "trace", str(EXAMPLES), "--mode", "nftables", "--node", "node-a",
+        "--dst", "192.168.1.10", "--dport", "30080", "--from", "external", "--count", "400",
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.startswith("packet: tcp 203.0.113.1 (external) -> 192.168.1.10:30080")
+    assert "numgen random mod 2 vmap" in out
+    assert "verdict: DNAT to 10.244." in out and "masqueraded" in out
+    assert out.count(" 50.000%  DNAT to ") == 2
+    lines = out.split("400 connections (seed 0):\n")[1].splitlines()
+    assert sum(int(line.split()[0]) for line in lines) == 400
+
+
+@pytest.mark.parametrize("mode", ["iptables", "nftables", "ipvs"])
+def test_trace_json_from_a_pod(capsys: pytest.CaptureFixture[str], mode: str) -> None:
+    import json
+
+    pod = "pod:production/backend-api-7c9d6b5f4-2xk8p"  # 10.244.1.11, on node-a
+    code, out, err = run(
+        capsys, "trace", str(EXAMPLES), "--mode", mode, "--node", "node-a",
+        "--dst", "192.168.1.10", "--dport", "30080", "--from", pod, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["packet"]["src"] == "10.244.1.11" and doc["packet"]["origin"] == "pod"
+    assert doc["mode"] == mode
+    assert {d["address"] for d in doc["distribution"]} == {"10.244.2.31", "10.244.3.32"}
+    assert doc["rules_evaluated"] == sum(1 for s in doc["steps"] if s["event"] == "rule")
+
+
+def test_trace_a_real_nodes_dump(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    dump = tmp_path / "rules.save"
+    code, _, err = run(
+        capsys, "compile", str(EXAMPLES), "--node", "node-a", "--format", "save", "-o", str(dump)
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, err = run(
+        capsys, "trace", "--rules", str(dump), "--node-ip", "192.168.1.10",
+        "--dst", "192.168.1.10", "--dport", "30080", "--src", "198.51.100.9", "--from", "external",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "[iptables mode]" in out and "KUBE-NODEPORTS" in out
+    assert out.count(" 50.000%  DNAT to ") == 2
+
+
+def test_trace_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    base = ["trace", str(EXAMPLES), "--node", "node-a", "--dport", "80"]
+    code, _, err = run(capsys, *base, "--dst", "10.0.0.300", "--src", "10.244.1.11")
+    assert code == 1 and "packet dst: '10.0.0.300' is not an IP address" in err
+    code, _, err = run(capsys, *base, "--dst", "10.96.0.1", "--from", "pod:default/ghost")
+    assert code == 1 and 'Pod "default/ghost" not found' in err
+    code, _, err = run(capsys, *base, "--dst", "10.96.0.1", "--from", "mars")
+    assert code == 1 and "--from 'mars'" in err
+    code, _, err = run(capsys, "trace", "--dst", "10.96.0.1", "--dport", "80")
+    assert code == 1 and "give manifest PATHs, or --rules FILE" in err
+    garbage = tmp_path / "x.txt"
+    garbage.write_text("hello\n")
+    code, _, err = run(
+        capsys, "trace", "--rules", str(garbage), "--dst", "10.0.0.1", "--dport", "1"
+    )
+    assert code == 1 and "cannot tell which tool wrote this dump" in err
+    assert "Traceback" not in err

@@ -14,6 +14,7 @@ never a traceback), 2 usage errors (argparse).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -24,6 +25,8 @@ from kservice.api import manifest
 from kservice.api.pod import Pod
 from kservice.control.cluster import ApiObject, ApplyError, Cluster, ClusterConfig
 from kservice.control.dns import format_resolution
+from kservice.engine import Engine, Packet
+from kservice.engine.dumps import ruleset_from_dumps
 from kservice.errors import KServiceError, ManifestError, NotInRangeError, ValidationError
 from kservice.netfilter import iptables_text, ipvs_text, nft_json, nft_text
 from kservice.netfilter.ruleset import Ruleset
@@ -413,11 +416,13 @@ _FORMATS = {
 }
 
 
-def _add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_proxy_arguments(parser: argparse.ArgumentParser, *, node_required: bool = True) -> None:
     parser.add_argument(
         "--mode", choices=sorted(_FORMATS), default="iptables", help="kube-proxy mode"
     )
-    parser.add_argument("--node", required=True, metavar="NAME", help="the node to compile for")
+    parser.add_argument(
+        "--node", required=node_required, metavar="NAME", help="the node to compile for"
+    )
     parser.add_argument(
         "--node-ip",
         action="append",
@@ -601,6 +606,162 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- trace ---------------------------------------------------------------------------------
+
+
+def _add_trace(subparsers: _SubParsers) -> None:
+    parser = subparsers.add_parser(
+        "trace",
+        help="where a packet goes on a node, with what probability, and why",
+        description=(
+            "Compile NODE's ruleset from the manifests (or read a real node's dumps with"
+            " --rules) and send one packet through it as the kernel would: every rule it"
+            " meets, the verdict (DNAT to which endpoint, reject, drop, masquerade), and"
+            " the exact probability of each endpoint, computed from the rules. --count N"
+            " sends N new connections and prints how many went where."
+        ),
+    )
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="manifest files or folders ('-' for stdin); not needed with --rules",
+    )
+    parser.add_argument(
+        "--skip-unknown", action="store_true", help="skip documents of kinds not modelled"
+    )
+    parser.add_argument(
+        "--rules",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="trace a real node's dump instead (iptables-save, nft list ruleset, nft -f"
+        " script, ipvsadm-save -n, ipset save); repeatable (IPVS mode needs its three);"
+        " give the node's addresses with --node-ip",
+    )
+    _add_cluster_arguments(parser)
+    _add_proxy_arguments(parser, node_required=False)
+    parser.add_argument("--dst", required=True, metavar="IP", help="destination address")
+    parser.add_argument("--dport", required=True, type=int, metavar="PORT", help="destination port")
+    parser.add_argument(
+        "--proto", default="tcp", choices=("tcp", "udp", "sctp"), help="protocol (default tcp)"
+    )
+    parser.add_argument("--src", metavar="IP", help="source address")
+    parser.add_argument(
+        "--from",
+        dest="origin",
+        default=None,
+        metavar="ORIGIN",
+        help="pod:NAMESPACE/NAME (a pod on this node: its IP is the source), node (the node"
+        " itself) or external (arriving on the node's interface; default source"
+        " 203.0.113.1); default: pod, or node without --src",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument(
+        "--count", type=int, default=0, metavar="N", help="also send N new connections"
+    )
+    parser.set_defaults(handler=cmd_trace)
+
+
+def _trace_ruleset(args: argparse.Namespace) -> tuple[Ruleset, Cluster | None] | None:
+    if args.rules:
+        if args.paths:
+            _err("kservice trace: give manifests or --rules, not both")
+            return None
+        dumps = []
+        for path in args.rules:
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    dumps.append((path, fh.read()))
+            except OSError as exc:
+                _err(f"{path}: cannot read: {exc.strerror}")
+                return None
+        ruleset = ruleset_from_dumps(dumps, family=args.ip_family, node_ips=args.node_ip)
+        return ruleset, None
+    if not args.paths:
+        _err("kservice trace: give manifest PATHs, or --rules FILE")
+        return None
+    if args.node is None:
+        _err("kservice trace: --node is required with manifests")
+        return None
+    cluster = build_cluster(args)
+    if cluster is None or not _check_node(cluster, args):
+        return None
+    return _compile_ruleset(cluster, args), cluster
+
+
+def _trace_packet(args: argparse.Namespace, cluster: Cluster | None) -> Packet | None:
+    origin = args.origin or ("pod" if args.src else "node")
+    src = args.src
+    if origin.startswith("pod:"):
+        ref = origin[4:]
+        namespace, _, name = ref.rpartition("/")
+        if cluster is None or not name:
+            _err("--from pod:NAMESPACE/NAME needs manifests that hold the pod")
+            return None
+        try:
+            pod = _find_pod(cluster, namespace or "default", name)
+        except KServiceError:
+            _err(f'Pod "{namespace or "default"}/{name}" not found in the manifests')
+            return None
+        family_ips = [ip for ip in pod.pod_ips if (":" in ip) == (args.ip_family == "IPv6")]
+        if not family_ips:
+            _err(f'Pod "{namespace}/{name}" has no {args.ip_family} address')
+            return None
+        src, origin = src or family_ips[0], "pod"
+    elif origin == "external" and src is None:
+        src = "203.0.113.1" if args.ip_family == "IPv4" else "2001:db8::1"
+    elif origin not in ("pod", "node", "external"):
+        _err(f"--from {origin!r}: use pod:NAMESPACE/NAME, node or external")
+        return None
+    if origin == "pod" and src is None:
+        _err("--from pod needs --src (or --from pod:NAMESPACE/NAME)")
+        return None
+    return Packet(dst=args.dst, dport=args.dport, proto=args.proto, src=src, origin=origin)  # type: ignore[arg-type]
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    """``kservice trace PATH... --mode M --node N --dst IP --dport P``."""
+    if args.count < 0:
+        _err("--count must not be negative")
+        return EXIT_USAGE
+    found = _trace_ruleset(args)
+    if found is None:
+        return EXIT_INVALID
+    ruleset, cluster = found
+    packet = _trace_packet(args, cluster)
+    if packet is None:
+        return EXIT_INVALID
+    engine = Engine(ruleset, seed=args.seed)
+    trace = engine.trace(packet)
+    dist = engine.distribution(packet)
+    samples = engine.sample(packet, args.count) if args.count else None
+    if args.json:
+        out = trace.to_dict()
+        out["mode"] = ruleset.mode
+        out["implementation"] = engine.implementation
+        out["distribution"] = [{**v.to_dict(), "probability": p} for v, p in dist.items()]
+        if samples is not None:
+            out["samples"] = [{**v.to_dict(), "count": n} for v, n in samples.most_common()]
+        _out(json.dumps(out, indent=2))
+        return EXIT_OK
+    who = f"{packet.src or 'node'}" + (f" ({packet.origin})" if packet.origin != "node" else "")
+    _out(f"packet: {packet.proto} {who} -> {packet.dst}:{packet.dport}   [{ruleset.mode} mode]")
+    for step in trace.steps:
+        _out(str(step))
+    _out(f"verdict: {trace.verdict}   ({trace.rules_evaluated} rules evaluated)")
+    if trace.affinity:
+        _out(f"affinity: {', '.join(trace.affinity)}")
+    _out("where new connections go:")
+    for verdict, p in dist.items():
+        _out(f"  {100 * p:7.3f}%  {verdict}")
+    if samples is not None:
+        _out(f"{args.count} connections (seed {args.seed}):")
+        for verdict, n in samples.most_common():
+            _out(f"  {n:8d}  {verdict}")
+    return EXIT_OK
+
+
 # -- the parser ---------------------------------------------------------------------------
 
 #: The subcommands, in the order ``--help`` lists them.
@@ -611,6 +772,7 @@ _COMMANDS: tuple[Callable[[_SubParsers], None], ...] = (
     _add_env,
     _add_compile,
     _add_diff,
+    _add_trace,
 )
 
 
