@@ -14,7 +14,7 @@ place, with ``KSERVICE_CYTHON_DEBUG=1`` turning the checks back on.
 """
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 from cpython.ref cimport PyObject
 
@@ -27,6 +27,12 @@ from kservice.engine.packet import KINDS, EngineError, Verdict
 # pure twin (chain results R_*, verdict kinds K_*); tests check they agree.
 cdef enum:
     MAX_DEPTH = 64
+    MAX_DRAWS = 64
+    N_UNKNOWN = 0
+    N_LEAF = 1
+    N_STAT = 2
+    N_NUMGEN = 3
+    FLOW_CACHE_MAX = 1048576
     M_SADDR = 1
     M_DADDR = 2
     M_PROTO = 3
@@ -103,6 +109,35 @@ cdef struct Ctx:
     PyObject *obs
     PyObject *oracle
     PyObject *est
+    # flow-cache recording: the random draws of this packet, replayed first
+    bint recording
+    bint stateful  # the path read or wrote kernel state: not cacheable
+    bint replay_only  # filling the cache: no fresh draws, no state written
+    bint needs_draw   # ... and the path wanted one more draw than replayed
+    int npos
+    int nreplay
+    uint32_t draws[MAX_DRAWS]
+    uint8_t kinds[MAX_DRAWS]
+    uint32_t params[MAX_DRAWS]
+
+
+cdef struct FlowSlot:
+    uint64_t s_hi, s_lo, d_hi, d_lo, iif
+    uint32_t meta  # dport | proto << 16 | origin << 24
+    int32_t root   # node index; -1 free; -2 not cacheable
+    uint32_t used
+
+
+cdef struct Node:
+    uint8_t type   # N_UNKNOWN, N_LEAF, N_STAT, N_NUMGEN
+    uint8_t res    # leaf: R_* of the packet
+    uint8_t masq
+    uint8_t pad
+    uint16_t port
+    uint16_t pad2
+    int32_t dnat
+    uint32_t value  # leaf: rules evaluated; draw: threshold or modulus
+    int32_t first_child
 
 
 cdef struct Slot:
@@ -168,8 +203,16 @@ cdef class Machine:
     cdef object _sets
     cdef list _layouts
     cdef int64_t n_slots
+    # the flow cache (see _cached_run)
+    cdef public bint flow_cache
+    cdef FlowSlot *fc_slots
+    cdef int64_t fc_mask
+    cdef int64_t fc_used
+    cdef Node *nodes
+    cdef int64_t n_nodes
+    cdef int64_t cap_nodes
 
-    def __init__(self, program, state, seed):
+    def __init__(self, program, state, seed, flow_cache=True):
         self.p = program
         self.state = state
         self.rng = <uint64_t>(int(seed) & 0xFFFFFFFFFFFFFFFF)
@@ -181,6 +224,8 @@ cdef class Machine:
         self._sets = program.sets
         self._layouts = program.layouts
         self._load(program)
+        self.flow_cache = bool(flow_cache)
+        self._fc_init(4096)
         self.has_node_address = program.node_address is not None
         if self.has_node_address:
             self.node_hi = <uint64_t>(program.node_address >> 64)
@@ -322,6 +367,8 @@ cdef class Machine:
     def __dealloc__(self):
         # Pointers start NULL (Cython zeroes new objects): safe after a failed __init__.
         free(self.code)
+        free(self.fc_slots)
+        free(self.nodes)
         free(self.chain_offset)
         free(self.chain_policy)
         free(self.chain_nat)
@@ -363,6 +410,35 @@ cdef class Machine:
         z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EB
         z ^= z >> 31
         return <uint32_t>(z >> 32)
+
+    cdef inline uint32_t _draw(self, Ctx *ctx, uint8_t kind, uint32_t param) noexcept:
+        """A random u32 for a statistic/numgen decision; while recording for the
+        flow cache, replay the draws already made, then log each one."""
+        cdef uint32_t r
+        cdef int i
+        if not ctx.recording:
+            return self._u32()
+        i = ctx.npos
+        if i < ctx.nreplay:
+            r = ctx.draws[i]
+        elif ctx.replay_only:
+            r = 0  # the run is thrown away: only the kind of draw it wanted counts
+            if not ctx.needs_draw and i < MAX_DRAWS:
+                ctx.kinds[i] = kind
+                ctx.params[i] = param
+            ctx.needs_draw = True
+            ctx.npos = i + 1
+            return r
+        else:
+            r = self._u32()
+        if i < MAX_DRAWS:
+            ctx.draws[i] = r
+            ctx.kinds[i] = kind
+            ctx.params[i] = param
+        else:
+            ctx.stateful = True  # too many draws to remember: not cached
+        ctx.npos = i + 1
+        return r
 
     def next_u32(self):
         return self._u32()
@@ -544,6 +620,262 @@ cdef class Machine:
             return False
         return port == 0 or self.vs_port[vs] == port
 
+
+    # -- the flow cache -------------------------------------------------------------------
+    # A packet's path depends only on its fields and on the random numbers it
+    # draws, unless it reads or writes kernel state (recent tables, timeout
+    # sets, IPVS, tracked connections). For such stateless paths the cache
+    # keeps, per packet key, the tree of draws the path made (statistic:
+    # match or not; numgen: the value) down to the result. A cached packet
+    # draws the same numbers from the same stream and walks the tree instead
+    # of the rules: the same verdicts, rule counts and PRNG state as the
+    # interpreter, in one hash probe. A branch not seen yet is filled by
+    # running the interpreter with the draws already made replayed.
+    cdef void _fc_init(self, int64_t cap) except *:
+        free(self.fc_slots)
+        self.fc_slots = <FlowSlot *>self._alloc(cap, sizeof(FlowSlot))
+        self.fc_mask = cap - 1
+        self.fc_used = 0
+        free(self.nodes)
+        self.cap_nodes = 4096
+        self.nodes = <Node *>self._alloc(self.cap_nodes, sizeof(Node))
+        self.n_nodes = 0
+
+    def clear_flow_cache(self):
+        self._fc_init(4096)
+
+    def flow_cache_info(self):
+        """``(flows cached, tree nodes, bytes)``."""
+        return (
+            self.fc_used,
+            self.n_nodes,
+            (self.fc_mask + 1) * sizeof(FlowSlot) + self.cap_nodes * sizeof(Node),
+        )
+
+    cdef inline uint64_t _fc_hash(self, Pkt *st, uint32_t meta) noexcept:
+        return _mix(st.d_hi, st.d_lo, <uint64_t>meta ^ (st.iif << 32), st.s_hi, st.s_lo)
+
+    cdef int64_t _fc_find(self, Pkt *st, uint32_t meta) noexcept:
+        """The slot of this packet's key, or of the free slot where it would go."""
+        cdef uint64_t h = self._fc_hash(st, meta)
+        cdef FlowSlot *f
+        while True:
+            f = &self.fc_slots[h & <uint64_t>self.fc_mask]
+            if not f.used:
+                return <int64_t>(h & <uint64_t>self.fc_mask)
+            if f.d_lo == st.d_lo and f.s_lo == st.s_lo and f.meta == meta and \
+                    f.d_hi == st.d_hi and f.s_hi == st.s_hi and f.iif == st.iif:
+                return <int64_t>(h & <uint64_t>self.fc_mask)
+            h += 1
+
+    cdef void _fc_grow(self) except *:
+        cdef int64_t old_cap = self.fc_mask + 1
+        cdef FlowSlot *old = self.fc_slots
+        cdef int64_t i, cap = old_cap * 2
+        cdef uint64_t h
+        cdef FlowSlot *f
+        cdef Pkt key
+        self.fc_slots = <FlowSlot *>calloc(cap, sizeof(FlowSlot))
+        if self.fc_slots == NULL:
+            self.fc_slots = old
+            raise MemoryError()
+        self.fc_mask = cap - 1
+        for i in range(old_cap):
+            f = &old[i]
+            if f.used:
+                key.s_hi = f.s_hi
+                key.s_lo = f.s_lo
+                key.d_hi = f.d_hi
+                key.d_lo = f.d_lo
+                key.iif = f.iif
+                h = self._fc_hash(&key, f.meta)
+                while self.fc_slots[h & <uint64_t>self.fc_mask].used:
+                    h += 1
+                self.fc_slots[h & <uint64_t>self.fc_mask] = f[0]
+        free(old)
+
+    cdef int32_t _new_nodes(self, int64_t n) except -1:
+        cdef int64_t first = self.n_nodes
+        cdef int64_t cap = self.cap_nodes
+        cdef Node *grown
+        if first + n > 0x7FFFFFFF:
+            return -1
+        if first + n > cap:
+            while first + n > cap:
+                cap *= 2
+            grown = <Node *>realloc(self.nodes, cap * sizeof(Node))
+            if grown == NULL:
+                raise MemoryError()
+            memset(&grown[self.cap_nodes], 0, (cap - self.cap_nodes) * sizeof(Node))
+            self.nodes = grown
+            self.cap_nodes = cap
+        self.n_nodes = first + n
+        return <int32_t>first
+
+    cdef int _cached_run(self, Pkt *st, int origin, Ctx *ctx) except -1:
+        cdef uint32_t meta = <uint32_t>st.dport | (<uint32_t>st.proto << 16) | \
+            (<uint32_t>origin << 24)
+        cdef int64_t slot, node, child
+        cdef FlowSlot *f
+        cdef Node *nd
+        cdef uint32_t r
+        cdef uint64_t branch
+        cdef int res, i
+        cdef Pkt orig
+        if not self.flow_cache or st.sport != 0:
+            return self._run(st, origin, ctx)
+        orig = st[0]
+        if (self.fc_used + 1) * 2 > self.fc_mask + 1 and self.fc_mask + 1 < 2 * FLOW_CACHE_MAX:
+            self._fc_grow()
+        slot = self._fc_find(st, meta)
+        f = &self.fc_slots[slot]
+        ctx.nreplay = 0
+        if f.used:
+            if f.root < 0:
+                return self._run(st, origin, ctx)
+            node = f.root
+            while True:
+                nd = &self.nodes[node]
+                if nd.type == N_LEAF:
+                    st.dnat = nd.dnat
+                    st.dport = nd.port
+                    st.masq = nd.masq
+                    st.rules = nd.value
+                    return nd.res
+                if nd.type == N_UNKNOWN:
+                    break
+                r = self._u32()
+                ctx.draws[ctx.nreplay] = r
+                ctx.nreplay += 1
+                if nd.type == N_STAT:
+                    branch = 0 if (r & 0x7FFFFFFF) < nd.value else 1
+                else:
+                    branch = (<uint64_t>r * <uint64_t>nd.value) >> 32
+                node = nd.first_child + <int64_t>branch
+        else:
+            if self.fc_used >= FLOW_CACHE_MAX:
+                return self._run(st, origin, ctx)
+            node = self._new_nodes(1)
+            if node < 0:
+                return self._run(st, origin, ctx)
+            f = &self.fc_slots[slot]
+            f.used = 1
+            f.s_hi = st.s_hi
+            f.s_lo = st.s_lo
+            f.d_hi = st.d_hi
+            f.d_lo = st.d_lo
+            f.iif = st.iif
+            f.meta = meta
+            f.root = <int32_t>node
+            self.fc_used += 1
+        # record: run the rules, the draws made so far replayed first
+        ctx.recording = True
+        ctx.stateful = False
+        ctx.npos = 0
+        try:
+            res = self._run(st, origin, ctx)
+        finally:
+            ctx.recording = False
+        f = &self.fc_slots[slot]
+        if ctx.stateful:
+            f.root = -2
+            return res
+        node = f.root
+        for i in range(ctx.npos):
+            nd = &self.nodes[node]
+            if nd.type == N_UNKNOWN:
+                child = self._new_nodes(2 if ctx.kinds[i] == N_STAT else ctx.params[i])
+                if child < 0:
+                    f.root = -2
+                    return res
+                nd = &self.nodes[node]  # the pool may have moved
+                nd.type = ctx.kinds[i]
+                nd.value = ctx.params[i]
+                nd.first_child = <int32_t>child
+            r = ctx.draws[i]
+            if nd.type == N_STAT:
+                branch = 0 if (r & 0x7FFFFFFF) < nd.value else 1
+            else:
+                branch = (<uint64_t>r * <uint64_t>nd.value) >> 32
+            node = nd.first_child + <int64_t>branch
+        self._leaf(node, res, st)
+        self._fill(&orig, origin, f.root, ctx, 0)
+        return res
+
+    cdef void _leaf(self, int64_t node, int res, Pkt *st) noexcept:
+        cdef Node *nd = &self.nodes[node]
+        nd.type = N_LEAF
+        nd.res = <uint8_t>res
+        nd.dnat = <int32_t>st.dnat
+        nd.port = <uint16_t>st.dport
+        nd.masq = <uint8_t>st.masq
+        nd.value = <uint32_t>st.rules
+
+    cdef int _fill(self, Pkt *orig, int origin, int64_t node, Ctx *ctx, int depth) except -1:
+        """Complete the tree under ``node`` (reached by ``ctx.draws[:depth]``) by
+        running the rules with forced draws, without drawing or writing state:
+        after the first packet of a flow, every later one is a cache hit."""
+        cdef Node *nd = &self.nodes[node]
+        cdef int64_t k, n, child, first
+        cdef uint32_t value
+        cdef uint64_t forced
+        cdef Pkt st
+        cdef int res
+        if nd.type != N_STAT and nd.type != N_NUMGEN:
+            return 0
+        if depth >= MAX_DRAWS or self.n_nodes > 0x7FFF0000:
+            return 0
+        n = 2 if nd.type == N_STAT else nd.value
+        for k in range(n):
+            nd = &self.nodes[node]
+            first = nd.first_child
+            value = nd.value
+            if nd.type == N_STAT:
+                if k == 0:
+                    if value == 0:
+                        continue  # never matches
+                    forced = 0
+                else:
+                    if value > 0x7FFFFFFF:
+                        continue  # always matches
+                    forced = 0x7FFFFFFF
+            else:
+                forced = ((<uint64_t>k << 32) + value - 1) // value  # ceil(k * 2^32 / m)
+            child = first + k
+            if self.nodes[child].type == N_UNKNOWN:
+                st = orig[0]
+                ctx.draws[depth] = <uint32_t>forced
+                ctx.nreplay = depth + 1
+                ctx.npos = 0
+                ctx.recording = True
+                ctx.replay_only = True
+                ctx.needs_draw = False
+                ctx.stateful = False
+                try:
+                    res = self._run(&st, origin, ctx)
+                finally:
+                    ctx.recording = False
+                    ctx.replay_only = False
+                if ctx.stateful:
+                    continue  # left for a real packet to fill
+                if not ctx.needs_draw:
+                    self._leaf(child, res, &st)
+                    continue
+                if depth + 1 >= MAX_DRAWS:
+                    continue
+                # the path draws again: make that draw node and fill under it
+                first = self._new_nodes(2 if ctx.kinds[depth + 1] == N_STAT else ctx.params[depth + 1])
+                if first < 0:
+                    return 0
+                nd = &self.nodes[child]
+                nd.type = ctx.kinds[depth + 1]
+                nd.value = ctx.params[depth + 1]
+                nd.first_child = <int32_t>first
+            if self.nodes[child].type == N_STAT or self.nodes[child].type == N_NUMGEN:
+                ctx.draws[depth] = <uint32_t>forced
+                self._fill(orig, origin, child, ctx, depth + 1)
+        return 0
+
     # -- the interpreter -------------------------------------------------------------------
     cdef int _chain(self, int64_t base, Pkt *st, Ctx *ctx) except -1:
         cdef uint32_t *code = self.code
@@ -600,6 +932,8 @@ cdef class Machine:
                         self._key(b, st, k)
                         ok = (self._lookup(a, k) != NULL) != (c != 0)
                     else:
+                        if self.set_kind[a] == 2:
+                            ctx.stateful = True
                         ok = self._set_has(a, b, st, now) != (c != 0)
                 elif op == M_DADDR:
                     ok = self._in(a, st.d_hi, st.d_lo) != (b != 0)
@@ -618,15 +952,20 @@ cdef class Machine:
                     if dry:
                         hit = (<object>ctx.oracle).bit(a)
                     else:
-                        hit = (self._u32() & 0x7FFFFFFF) < a
+                        hit = (self._draw(ctx, N_STAT, a) & 0x7FFFFFFF) < a
                     ok = hit != (b != 0)
+                elif op == M_RECENT and ctx.replay_only:
+                    ctx.stateful = True
+                    ok = False
                 elif op == M_RECENT:
+                    ctx.stateful = True
                     if b & 16:
                         addr = (<object>st.d_hi << 64) | <object>st.d_lo
                     else:
                         addr = (<object>st.s_hi << 64) | <object>st.s_lo
                     ok = self.state.recent(a, b, <int64_t>c - 1, addr, now, dry)
                 elif op == M_IPVS:
+                    ctx.stateful = True
                     ok = self._ipvs_match(st, <int64_t>a - 1, b, c)
                 elif op == M_NEVER:
                     ok = b != 0
@@ -644,8 +983,10 @@ cdef class Machine:
                     else:
                         st.mark &= <uint64_t>b
                 elif op == S_SETUPD:
-                    self._key(b, st, k)
-                    self.state.dyn_update(a, self._pykey(k), now, dry)
+                    ctx.stateful = True
+                    if not ctx.replay_only:
+                        self._key(b, st, k)
+                        self.state.dyn_update(a, self._pykey(k), now, dry)
                 elif op != S_NOP:
                     raise EngineError(f"unknown opcode {op}")
                 if not ok:
@@ -669,7 +1010,7 @@ cdef class Machine:
                 if dry:
                     pick = (<object>ctx.oracle).pick(a)
                 else:
-                    pick = (<uint64_t>self._u32() * <uint64_t>a) >> 32
+                    pick = (<uint64_t>self._draw(ctx, N_NUMGEN, a) * <uint64_t>a) >> 32
                 entry = pc + 4 + 4 * <int64_t>pick
                 op = code[entry]
                 a = code[entry + 1]
@@ -765,6 +1106,10 @@ cdef class Machine:
         else:
             daddr = (<object>st.d_hi << 64) | <object>st.d_lo
             vs_id = state.ipvs_lookup(daddr, st.proto, st.dport)
+            if vs_id >= 0:
+                ctx.stateful = True
+                if ctx.replay_only:
+                    return R_DROP  # never schedule while filling the cache
             if vs_id < 0:
                 if obs is not None:
                     obs.append((2, -1, -1))
@@ -869,6 +1214,8 @@ cdef class Machine:
         ctx.now = now
         ctx.obs = <PyObject *>obs if obs is not None else NULL
         ctx.oracle = <PyObject *>oracle if oracle is not None else NULL
+        ctx.recording = False
+        ctx.replay_only = False
         cdef int res = self._run(&st, origin, &ctx)
         return self._result(res, &st)
 
@@ -928,7 +1275,9 @@ cdef class Machine:
         ctx.now = now
         ctx.obs = NULL
         ctx.oracle = NULL
-        res = self._run(&st, packet._origin, &ctx)
+        ctx.recording = False
+        ctx.replay_only = False
+        res = self._cached_run(&st, packet._origin, &ctx)
         if res == R_DROP:
             kind, addr, port, masq = K_DROP, -1, 0, 0
         elif res == R_REJECT:
@@ -972,6 +1321,8 @@ cdef class Machine:
         ctx.now = now
         ctx.obs = NULL
         ctx.oracle = NULL
+        ctx.recording = False
+        ctx.replay_only = False
         if has_proto:
             proto_v = proto
         if has_sport:
@@ -1002,7 +1353,7 @@ cdef class Machine:
             if has_sport:
                 sp = sport_v[i]
             self._init(&st, s_hi, s_lo, sp, d_hi, d_lo, dport_v[i], pr, iif_mask)
-            res = self._run(&st, origin, &ctx)
+            res = self._cached_run(&st, origin, &ctx)
             if res == R_DROP or res == R_REJECT:
                 kind_v[i] = K_DROP if res == R_DROP else K_REJECT
                 st.dnat = -1

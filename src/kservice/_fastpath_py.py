@@ -92,7 +92,10 @@ DEFAULT_POD_INTERFACE = "veth0"
 class Machine:
     """One compiled program plus its PRNG; kernel state lives in ``state``."""
 
-    def __init__(self, program: Program, state: Any, seed: int) -> None:
+    def __init__(self, program: Program, state: Any, seed: int, flow_cache: bool = True) -> None:
+        # ``flow_cache`` is the compiled twin's memo of stateless paths; it changes
+        # no result, so this twin takes the flag and always runs the rules.
+        self.flow_cache = flow_cache
         self.p = program
         self.state = state
         self.rng = seed & _M64
@@ -115,6 +118,12 @@ class Machine:
         self.primary_mask = self.iface_mask(program.primary_interface)
         self.lo_mask = self.iface_mask("lo")
         self.pod_mask = self.iface_mask(DEFAULT_POD_INTERFACE)
+
+    def clear_flow_cache(self) -> None:
+        """Nothing to clear: this twin keeps no flow cache."""
+
+    def flow_cache_info(self) -> tuple[int, int, int]:
+        return (0, 0, 0)
 
     # -- PRNG: splitmix64, the upper 32 bits of each output -------------------------
     def next_u32(self) -> int:

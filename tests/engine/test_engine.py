@@ -335,3 +335,47 @@ def test_jump_loops_are_caught(impl: str) -> None:
     e = Engine(Ruleset("iptables", tables=(table,)), implementation=impl)
     with pytest.raises(EngineError, match="loop"):
         e.lookup(Packet(dst="10.0.0.1", dport=80, src=POD))
+
+
+# ------------------------------------------------------------------------ flow cache
+@pytest.mark.parametrize("affinity", [False, True])
+@pytest.mark.parametrize("mode", ["iptables", "nftables", "ipvs"])
+def test_flow_cache_changes_nothing(mode: str, affinity: bool) -> None:
+    """Cached paths draw the same numbers and give the same verdicts as the rules."""
+    pytest.importorskip("kservice._fastpath")
+    extra = {"sessionAffinity": "ClientIP"} if affinity else {}
+    objs = [
+        *service("web", EPS3, cluster_ip="10.96.0.50", **extra),  # type: ignore[arg-type]
+        *service("one", ["10.244.2.8"], cluster_ip="10.96.0.51"),
+        *service("none", [], cluster_ip="10.96.0.52"),
+    ]
+    r = ruleset(objs, mode)
+    clock = Clock()
+    engines = [
+        Engine(r, seed=77, clock=clock, implementation="cython"),
+        Engine(r, seed=77, clock=clock, implementation="cython", flow_cache=False),
+        Engine(r, seed=77, clock=clock, implementation="python"),
+    ]
+    packets = [
+        Packet(dst=d, dport=p, src=s)
+        for d in ("10.96.0.50", "10.96.0.51", "10.96.0.52")
+        for p in (80, 81)
+        for s in (POD, "10.244.2.8")
+    ]
+    seq = [packets[(i * 7) % len(packets)] for i in range(600)]
+    results = []
+    for e in engines:
+        out = []
+        for i, p in enumerate(seq):
+            clock.now = 1000.0 + i
+            out.append(e.lookup(p))
+        results.append(out)
+    assert results[0] == results[1] == results[2]
+    states = {e._machine.get_rng_state() for e in engines}
+    assert len(states) == 1
+    flows, nodes, size = engines[0]._machine.flow_cache_info()
+    assert flows == len(packets) and nodes > 0 and size > 0
+    dst = [p.dst for p in seq]
+    dport = array("H", [p.dport for p in seq])
+    batches = [e.lookup_batch(dst, dport, src=POD) for e in engines]
+    assert batches[0] == batches[1] == batches[2]

@@ -145,6 +145,11 @@ class Engine:
     ``seed`` makes random choices reproducible (both twins draw the same
     numbers); ``clock`` (seconds, default :func:`time.monotonic`) times affinity
     entries, IPVS persistence and tracked connections, so tests can move time.
+    ``flow_cache`` lets the compiled twin remember, per packet key, the paths
+    that touch no kernel state (the random draws they make and where each
+    leads), so a repeated flow costs one hash probe instead of a rule walk;
+    results, rule counts and the random stream are exactly those of the rules.
+    Turn it off to measure the rule walk itself.
     """
 
     def __init__(
@@ -154,6 +159,7 @@ class Engine:
         seed: int | None = None,
         clock: Callable[[], float] | None = None,
         implementation: str | None = None,
+        flow_cache: bool = True,
     ) -> None:
         if not isinstance(ruleset, Ruleset):
             raise EngineError(f"Engine needs a Ruleset, not {type(ruleset).__name__}")
@@ -163,7 +169,7 @@ class Engine:
         self.clock: Callable[[], float] = clock or time.monotonic
         self.seed = int.from_bytes(os.urandom(8), "little") if seed is None else int(seed)
         self.state = State(self.program, self.clock())
-        self._machine = machine_class(self.program, self.state, self.seed)
+        self._machine = machine_class(self.program, self.state, self.seed, flow_cache)
         self.implementation = (
             "cython" if machine_class.__module__.endswith("_fastpath") else "python"
         )
