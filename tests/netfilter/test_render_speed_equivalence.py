@@ -28,6 +28,7 @@ from kservice.netfilter.ruleset import (
     Goto,
     IPMatch,
     Jump,
+    NumgenVmap,
     PortMatch,
     ProtoMatch,
     RawMatch,
@@ -169,6 +170,10 @@ def test_fast_line_matches_full_validation_and_rendering(
     names = frozenset(c.name for c in table.chains)
     user_chains = names.difference(it.BUILTIN_CHAINS[table_name])
     line = it._fast_line("PREROUTING", rule, table_name, family, user_chains)
+    # one writer for a table: the second time, texts checked the first time are known
+    write = it._fast_writer(table_name, family, user_chains)
+    assert write("-A PREROUTING", rule) == line
+    assert write("-A PREROUTING", rule) == line
     if line is None:
         return
     it._validate_rule(rule, table, family, names, "here")  # must not raise
@@ -330,16 +335,26 @@ _nft_exprs = st.one_of(
     st.builds(PortMatch, st.sampled_from(["sport", "dport"]), st.just([(80, 80)])),
     st.builds(CtStateMatch, st.just(("NEW",))),
 )
+_NFT_CHAINS = ["svc-a", "ns/svc", "bad name", "", "x" * 256, "é", "9bad"]
+_nft_targets = st.one_of(
+    st.builds(Jump, st.sampled_from(_NFT_CHAINS)),
+    st.builds(Goto, st.sampled_from(_NFT_CHAINS)),
+)
 _nft_verdicts = st.one_of(
     st.none(),
-    st.builds(Jump, st.sampled_from(["svc-a", "ns/svc", "bad name", "", "x" * 256, "é"])),
-    st.builds(Goto, st.sampled_from(["svc-a", "9bad"])),
+    _nft_targets,
     st.builds(
         DNAT,
         st.sampled_from(["10.0.0.1", "fd00::1", "bad addr", ""]),
         st.sampled_from([None, 0, 8080, 65535, 65536, -1]),
     ),
     st.just(Accept()),
+    st.builds(
+        NumgenVmap,
+        st.sampled_from([0, 1, 2, 3]),
+        st.lists(st.tuples(st.integers(0, 3), _nft_targets | st.just(Accept())), max_size=3),
+        st.sampled_from([0, 0, 5]),
+    ),
 )
 
 
@@ -350,15 +365,45 @@ _nft_verdicts = st.one_of(
     st.sampled_from([None, "c"]),
     st.sampled_from(["ip", "ip6", "inet"]),
     st.sampled_from(["script", "list"]),
+    st.sets(st.sampled_from(_NFT_CHAINS)),
 )
 def test_nft_fast_rule_matches_general(
-    exprs: list[IPMatch], verdict: Jump | None, comment: str | None, family: str, style: str
+    exprs: list[IPMatch],
+    verdict: Jump | None,
+    comment: str | None,
+    family: str,
+    style: nt.Style,
+    declared: set[str],
 ) -> None:
     rule = Rule(exprs, verdict, comment)
-    ctx = nt._Ctx(family, {})
-    fast = nt._fast_rule(rule, ctx)
-    if fast is not None:
-        assert fast == nt._render_rule_general(rule, ctx, style)  # type: ignore[arg-type]
+    # the renderer passes only chain names that passed _check_name
+    checked = frozenset(name for name in declared if nt._name_ok(name))
+    ctx = nt._Ctx(family, {}, checked)
+    write = nt._fast_writer(ctx, style)
+    for _ in range(2):  # the second time, texts checked the first time are known
+        fast = write(rule)
+        if fast is not None:
+            assert fast == nt._render_rule_general(rule, ctx, style)
+        assert fast == nt._fast_rule(rule, ctx, style)
+
+
+def test_nft_fast_rule_takes_compiler_shapes() -> None:
+    ctx = nt._Ctx("ip", {}, frozenset(["endpoint-a", "endpoint-b"]))
+    shapes = [
+        Rule([IPMatch("saddr", ["10.1.2.3"])], Jump("mark-for-masquerade")),
+        Rule([ProtoMatch(["tcp"])], DNAT("10.1.2.3", 8080)),
+        Rule(
+            [IPMatch("daddr", ["172.16.0.1"]), IPMatch("saddr", ["10.0.0.0/8"], negate=True)],
+            Jump("mark-for-masquerade"),
+        ),
+        Rule([], NumgenVmap(2, [(0, Goto("endpoint-a")), (1, Goto("endpoint-b"))])),
+    ]
+    for style in ("script", "list"):
+        write = nt._fast_writer(ctx, style)  # type: ignore[arg-type]
+        for rule in shapes:
+            fast = write(rule)
+            assert fast is not None, rule
+            assert fast == nt._render_rule_general(rule, ctx, style)  # type: ignore[arg-type]
 
 
 @given(st.text(max_size=12) | st.text(alphabet='az09_-./:,=+@%^~ "\\\n', max_size=12))

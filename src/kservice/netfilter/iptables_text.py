@@ -59,13 +59,15 @@ several ``-s``/``-d`` addresses; IPv6 addrtype has no BROADCAST and friends.
 
 from __future__ import annotations
 
+import bisect
 import datetime
 import functools
 import gc
 import ipaddress
+import itertools
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Final, Literal, TypeAlias
 
@@ -844,111 +846,183 @@ def _probability_ok(text: str) -> bool:
 def _fast_line(
     chain_name: str, rule: Rule, table_name: str, family: Family, user_chains: AbstractSet[str]
 ) -> str | None:
-    """The ``-A`` line of ``rule``, or None when this shortcut is not sure it is valid.
+    """The ``-A`` line of ``rule``, or None when the shortcut is not sure it is valid.
 
-    A shortcut for the shapes compilers emit by the thousand (IPv4 addresses,
-    one non-negated tcp/udp/sctp protocol, one-range ports, probabilities,
-    address types, jumps to the table's own chains, DNAT; ``user_chains`` is the
-    table's chain names less its built-in ones). Every check it makes is one
+    One call of :func:`_fast_writer`'s writer (see there); renderers make the
+    writer once per table instead.
+    """
+    return _fast_writer(table_name, family, user_chains)("-A " + chain_name, rule)
+
+
+#: ``-m PROTO -p PROTO`` of the protocols the shortcut writes.
+_FAST_PROTO_WORDS: Final = {p: f" -m {p} -p {p}" for p in _PORT_PROTOCOLS}
+
+
+def _fast_comment_words(comment: str) -> str:
+    """`` -m comment --comment TEXT`` if :func:`_check_comment` passes, else ``""``."""
+    if "\n" in comment or "\x00" in comment or len(comment.encode()) > MAX_COMMENT_BYTES:
+        return ""
+    return " -m comment --comment " + _quote_restore(comment)
+
+
+def _fast_writer(
+    table_name: str, family: Family, user_chains: AbstractSet[str]
+) -> Callable[[str, Rule], str | None]:
+    """A writer of the ``-A`` lines of one table's rules, for the commonest shapes.
+
+    ``writer(head, rule)`` (``head`` is ``"-A CHAIN"``) gives the rule's line,
+    or None when this shortcut is not sure the rule is valid. It covers the
+    shapes compilers emit by the thousand (IPv4 addresses, one non-negated
+    tcp/udp/sctp protocol, one-range ports, probabilities, address types,
+    jumps to the table's own chains, DNAT; ``user_chains`` is the table's
+    chain names less its built-in ones). Every check it makes is one
     :func:`_validate_rule` makes, so a line comes back only for a rule that
     validator accepts, and the line is the one :func:`_restore_rule` writes.
-    Anything else (other types, IPv6, multiport, ...) gets None and goes to
-    the full validator, which also produces the error message.
+    Anything else (other types, subclasses, IPv6, multiport, ...) gets None and
+    goes to the full validator, which also produces the error message.
+
+    Texts that repeat (comments, probabilities, addresses) are checked once per
+    writer.
     """
-    comment = rule.comment
-    if comment is None:
-        parts = ["-A", chain_name]
-    elif "\n" in comment or "\x00" in comment or len(comment.encode()) > MAX_COMMENT_BYTES:
-        return None
-    else:
-        parts = ["-A", chain_name, "-m", "comment", "--comment", _quote_restore(comment)]
     if family != "ip":
-        return None
-    proto: str | None = None
-    saddr = daddr = sport = dport = neg_ip = multi_ip = False
-    for e in rule.exprs:
-        if isinstance(e, IPMatch):
-            cidrs = e.cidrs
-            if not cidrs:
+        return _no_fast_line
+    nat = table_name == "nat"
+    comments: dict[str, str] = {}  # comment -> its words ("" if not for the shortcut)
+    probabilities: dict[str, str] = {}
+    # Texts _IPV4_CIDR / _IPV4_ADDR matched (an endpoint's or a ClusterIP's address
+    # appears in two rules); a plain address matches both.
+    good_cidrs: set[str] = set()
+    good_addrs: set[str] = set()
+    cidr_ok = _IPV4_CIDR.fullmatch
+    addr_ok = _IPV4_ADDR.fullmatch
+    proto_words = _FAST_PROTO_WORDS
+
+    def cidr_good(c: str) -> bool:
+        if not cidr_ok(c):
+            return False
+        good_cidrs.add(c)
+        if "/" not in c:
+            good_addrs.add(c)
+        return True
+
+    def write(head: str, rule: Rule) -> str | None:
+        comment = rule.comment
+        text = head
+        if comment is not None:
+            words = comments.get(comment)
+            if words is None:
+                words = comments[comment] = _fast_comment_words(comment)
+            if not words:  # not for the shortcut
                 return None
-            if e.negate:
-                # one address, and not /0 (which never matches)
-                if len(cidrs) != 1 or cidrs[0].endswith("/0"):
+            text += words
+        proto: str | None = None
+        seen = 0  # -s 1, -d 2, --sport 4, --dport 8
+        neg_ip = multi_ip = False
+        for e in rule.exprs:
+            if isinstance(e, IPMatch):
+                cidrs = e.cidrs
+                neg = e.negate
+                if len(cidrs) == 1:
+                    c = cidrs[0]
+                    if c not in good_cidrs and not cidr_good(c):
+                        return None
+                    if neg:
+                        if c.endswith("/0"):  # never matches
+                            return None
+                        neg_ip = True
+                elif not cidrs or neg:
                     return None
-                neg_ip = True
-                parts.append("!")
-            elif len(cidrs) > 1:
-                multi_ip = True
-            if e.field == "saddr":
-                if saddr:
+                else:
+                    for c in cidrs:
+                        if c not in good_cidrs and not cidr_good(c):
+                            return None
+                    c = ",".join(cidrs)
+                    multi_ip = True
+                if e.field == "saddr":
+                    if seen & 1:
+                        return None
+                    seen |= 1
+                    text += (" ! -s " if neg else " -s ") + c
+                else:
+                    if seen & 2:
+                        return None
+                    seen |= 2
+                    text += (" ! -d " if neg else " -d ") + c
+            elif isinstance(e, ProtoMatch):
+                if proto is not None or e.negate or len(e.protocols) != 1:
                     return None
-                saddr = True
-                parts.append("-s")
+                proto = e.protocols[0]
+                words = proto_words.get(proto)
+                if words is None:
+                    return None
+                # no RawMatch gets through here, so the protocol loads its module
+                text += words
+            elif isinstance(e, StatisticMatch):
+                p = e.text
+                words = probabilities.get(p)
+                if words is None:
+                    if not _probability_ok(p):
+                        return None
+                    words = probabilities[p] = " -m statistic --mode random --probability " + p
+                text += words
+            elif isinstance(e, PortMatch):
+                ranges = e.ranges
+                if proto is None or len(ranges) != 1:
+                    return None
+                lo, hi = ranges[0]
+                if not 0 <= lo <= hi <= 65535:
+                    return None
+                if e.field == "dport":
+                    if seen & 8:
+                        return None
+                    seen |= 8
+                    opt = " ! --dport " if e.negate else " --dport "
+                else:
+                    if seen & 4:
+                        return None
+                    seen |= 4
+                    opt = " ! --sport " if e.negate else " --sport "
+                text += opt + (str(lo) if lo == hi else f"{lo}:{hi}")
+            elif isinstance(e, AddrTypeMatch):
+                for a in e.addr_type.split(","):
+                    if a not in _ADDR_TYPES:
+                        return None
+                text += " " + " ".join(_module_words(e, save=False, family=family))
             else:
-                if daddr:
-                    return None
-                daddr = True
-                parts.append("-d")
-            for c in cidrs:
-                if not _IPV4_CIDR.fullmatch(c):
-                    return None
-            parts.append(",".join(cidrs))
-        elif isinstance(e, ProtoMatch):
-            if proto is not None or e.negate or len(e.protocols) != 1:
                 return None
-            proto = e.protocols[0]
-            if proto not in _PORT_PROTOCOLS:
-                return None
-            # no RawMatch gets through here, so the protocol loads its module
-            parts += ("-m", proto, "-p", proto)
-        elif isinstance(e, PortMatch):
-            if proto is None or len(e.ranges) != 1:
-                return None
-            lo, hi = e.ranges[0]
-            if not 0 <= lo <= hi <= 65535:
-                return None
-            if e.field == "dport":
-                if dport:
-                    return None
-                dport = True
-                opt = "--dport"
-            else:
-                if sport:
-                    return None
-                sport = True
-                opt = "--sport"
-            if e.negate:
-                parts.append("!")
-            parts += (opt, str(lo) if lo == hi else f"{lo}:{hi}")
-        elif isinstance(e, StatisticMatch):
-            if not _probability_ok(e.text):
-                return None
-            parts += ("-m", "statistic", "--mode", "random", "--probability", e.text)
-        elif isinstance(e, AddrTypeMatch):
-            if not all(a in _ADDR_TYPES for a in e.addr_type.split(",")):
-                return None
-            parts += _module_words(e, save=False, family=family)
-        else:
+        if neg_ip and multi_ip:
             return None
-    if neg_ip and multi_ip:
+        v = rule.verdict
+        if isinstance(v, Jump):
+            if v.chain not in user_chains:
+                return None
+            return text + " -j " + v.chain
+        if isinstance(v, DNAT):
+            address = v.address
+            port = v.port
+            if not nat:
+                return None
+            if address not in good_addrs:
+                if not addr_ok(address):
+                    return None
+                good_addrs.add(address)
+                good_cidrs.add(address)
+            if port is None:
+                return text + " -j DNAT --to-destination " + address
+            if not 1 <= port <= 65535 or proto is None:
+                return None
+            return f"{text} -j DNAT --to-destination {address}:{port}"
+        if isinstance(v, Goto):
+            if v.chain not in user_chains:
+                return None
+            return text + " -g " + v.chain
         return None
-    v = rule.verdict
-    if isinstance(v, Jump | Goto):
-        if v.chain not in user_chains:
-            return None
-        parts += ("-j" if isinstance(v, Jump) else "-g", v.chain)
-    elif isinstance(v, DNAT):
-        port = v.port
-        if not (
-            table_name == "nat"
-            and _IPV4_ADDR.fullmatch(v.address)
-            and (port is None or (1 <= port <= 65535 and proto is not None))
-        ):
-            return None
-        parts += ("-j", "DNAT", "--to-destination", _host_port(v.address, port))
-    else:
-        return None
-    return " ".join(parts)
+
+    return write
+
+
+def _no_fast_line(head: str, rule: Rule) -> None:
+    return None
 
 
 def _check_recent_set(rule: Rule, where: str) -> None:
@@ -999,14 +1073,8 @@ def _iptables_tables(ruleset: Ruleset) -> list[Table]:
     return tables
 
 
-def _validate_table(table: Table, family: Family) -> frozenset[str]:
-    frozen = _validate_chains(table)
-    user_chains = frozen.difference(BUILTIN_CHAINS.get(table.name, ()))
-    for chain in table.chains:
-        for i, rule in enumerate(chain.rules):
-            if _fast_line(chain.name, rule, table.name, family, user_chains) is None:
-                _validate_rule(rule, table, family, frozen, f"{table.name} {chain.name} rule {i}")
-    return frozen
+def _validate_table(table: Table, family: Family) -> None:
+    _table_lines(table, family)
 
 
 def _validate_chains(table: Table) -> frozenset[str]:
@@ -1210,34 +1278,61 @@ def _render_restore(ruleset: Ruleset, builtin_chains: bool) -> str:
     family = _family_of(ruleset)
     out: list[str] = []
     for table in _iptables_tables(ruleset):
-        # Validate the whole table before writing any of it (as _validate_table
-        # does), rendering each rule as it passes: _fast_line validates and
-        # renders the common shapes in one go, the rest take the full validator.
-        frozen = _validate_chains(table)
-        builtins = BUILTIN_CHAINS[table.name]
-        user_chains = frozen.difference(builtins)
-        lines: dict[str, list[str]] = {}
-        for chain in table.chains:
-            chain_lines = lines[chain.name] = []
-            for i, rule in enumerate(chain.rules):
-                line = _fast_line(chain.name, rule, table.name, family, user_chains)
-                if line is None:
-                    where = f"{table.name} {chain.name} rule {i}"
-                    _validate_rule(rule, table, family, frozen, where)
-                    line = _restore_rule(chain.name, rule, family)
-                chain_lines.append(line)
-        chains = [c for c in table.chains if builtin_chains or c.name not in builtins]
+        declarations, lines = _table_lines(table, family, builtin_chains)
         out.append(f"*{table.name}")
-        for c in chains:
-            if c.name in builtins:
-                if c.policy is not None:
-                    out.append(f":{c.name} {c.policy} [0:0]")
-            else:
-                out.append(f":{c.name} - [0:0]")
-        for c in chains:
-            out += lines[c.name]
+        out += declarations
+        out += lines
         out.append("COMMIT")
     return "\n".join(out) + "\n" if out else ""
+
+
+def _table_lines(
+    table: Table, family: Family, builtin_chains: bool = True
+) -> tuple[list[str], list[str]]:
+    """The chain declarations and ``-A`` lines of ``table``, as ``iptables-restore`` reads them.
+
+    The whole table is validated, built-in chains left out or not
+    (:class:`RulesRenderError` at the first rule, in order, that is not
+    valid): the fast writer validates and writes the common shapes in one go,
+    the rest take the full validator and writer.
+    """
+    chain_names = _validate_chains(table)
+    builtins = BUILTIN_CHAINS[table.name]
+    write = _fast_writer(table.name, family, chain_names.difference(builtins))
+    repeat = itertools.repeat
+    declarations: list[str] = []
+    lines: list[str | None] = []
+    spans: list[tuple[Chain, int]] = []  # chains with rules, and where their lines start
+    hidden: list[tuple[int, int]] = []  # line ranges of built-in chains left out
+    for chain in table.chains:
+        name = chain.name
+        rules = chain.rules
+        if name not in builtins:
+            declarations.append(f":{name} - [0:0]")
+        elif not builtin_chains:
+            if rules:
+                hidden.append((len(lines), len(lines) + len(rules)))
+        elif chain.policy is not None:
+            declarations.append(f":{name} {chain.policy} [0:0]")
+        if rules:
+            spans.append((chain, len(lines)))
+            lines += map(write, repeat("-A " + name, len(rules)), rules)
+    if None in lines:  # the rules the shortcut left, in order: validate, then write
+        starts = [start for _, start in spans]
+        i = lines.index(None)
+        while True:
+            chain, start = spans[bisect.bisect_right(starts, i) - 1]
+            rule = chain.rules[i - start]
+            where = f"{table.name} {chain.name} rule {i - start}"
+            _validate_rule(rule, table, family, chain_names, where)
+            lines[i] = _restore_rule(chain.name, rule, family)
+            try:
+                i = lines.index(None, i + 1)
+            except ValueError:
+                break
+    for lo, hi in reversed(hidden):
+        del lines[lo:hi]
+    return declarations, lines  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------ normalisation

@@ -374,7 +374,7 @@ _REJECT_RE = re.compile(r"[a-z0-9][a-z0-9 -]*\Z")
 def _check_name(name: str, what: str) -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise RulesRenderError(f"invalid nft {what} name {name!r}")
-    if len(name.encode()) > NAME_MAX_BYTES:
+    if len(name) > NAME_MAX_BYTES:  # _NAME_RE admits ASCII only: one byte each
         raise RulesRenderError(f"nft {what} name longer than {NAME_MAX_BYTES} bytes: {name!r}")
     return name
 
@@ -524,10 +524,22 @@ def _is_ipv6(text: str) -> bool:
 # --------------------------------------------------------------------- rule context
 @attrs.frozen
 class _Ctx:
-    """What a rule needs from its table to be written: the family and the sets."""
+    """What a rule needs from its table to be written: the family and the sets.
+
+    ``chains`` are chain names :func:`_check_name` already accepted (the
+    declared chains, when every declaration is written before any rule), so
+    jumps to them need no second check.
+    """
 
     family: str
     sets: dict[str, NftSet]
+    chains: frozenset[str] = frozenset()
+    ip4: str = attrs.field(init=False)  # ip_word(False)
+    ip6: str = attrs.field(init=False)  # ip_word(True)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "ip4", self.ip_word(False))
+        object.__setattr__(self, "ip6", self.ip_word(True))
 
     def ip_word(self, v6: bool) -> str:
         if self.family == "ip6":
@@ -561,8 +573,8 @@ def _key_word(field: str, ctx: _Ctx, v6: bool) -> str:
     raise RulesRenderError(f"unknown key field {field!r}")
 
 
-def _ctx_for(table: Table) -> _Ctx:
-    return _Ctx(table.family, {s.name: s for s in table.sets})
+def _ctx_for(table: Table, checked_chains: frozenset[str] = frozenset()) -> _Ctx:
+    return _Ctx(table.family, {s.name: s for s in table.sets}, checked_chains)
 
 
 # ------------------------------------------------------------------- rule rendering
@@ -775,70 +787,132 @@ def _render_verdict(v: Verdict, ctx: _Ctx, style: Style) -> str:
 def _name_ok(name: object) -> bool:
     """Whether :func:`_check_name` accepts ``name`` (without raising)."""
     return (
-        isinstance(name, str)
-        and _NAME_RE.match(name) is not None
-        and len(name.encode()) <= NAME_MAX_BYTES
+        isinstance(name, str) and _NAME_RE.match(name) is not None and len(name) <= NAME_MAX_BYTES
     )
 
 
-def _fast_rule(rule: Rule, ctx: _Ctx) -> str | None:
-    """The text :func:`_render_rule` writes for the commonest rule shapes, or None.
+def _fast_rule(rule: Rule, ctx: _Ctx, style: Style = "script") -> str | None:
+    """The text :func:`_render_rule_general` writes for ``rule`` if it has one of the
+    commonest shapes, else None (one call of :func:`_fast_writer`'s writer)."""
+    return _fast_writer(ctx, style)(rule)
 
-    Single-address IP matches, single-protocol matches (with no port match to
-    fold them into), then a jump, goto or DNAT, without comment: the same text
-    in both styles. It checks everything the general code checks and gives up
-    (None) rather than raise, so the general code writes or refuses the rest.
+
+def _fast_writer(ctx: _Ctx, style: Style) -> Callable[[Rule], str | None]:
+    """A writer of the commonest rule shapes of one table, for renderers to make once.
+
+    ``writer(rule)`` is the text :func:`_render_rule_general` writes, or None.
+    It takes single-address IP matches, single-protocol matches (with no port
+    match to fold them into), then a jump, goto, DNAT or ``numgen`` vmap of
+    jumps and gotos, without comment. It checks everything the general code
+    checks (chain names in ``ctx.chains`` were checked already; an address or
+    protocol text is checked once per writer) and gives up (None) rather than
+    raise, so the general code writes or refuses the rest.
     """
-    if rule.comment is not None:
-        return None
-    parts: list[str] = []
-    for e in rule.exprs:
-        if isinstance(e, IPMatch):
-            cidrs = e.cidrs
-            if len(cidrs) != 1 or e.field not in ("saddr", "daddr"):
-                return None
-            c = cidrs[0]
-            if not isinstance(c, str) or not _ADDR_CHARS_RE.match(c):
-                return None
-            parts.append(f"{ctx.ip_word(':' in c)} {e.field} {'!= ' if e.negate else ''}{c}")
-        elif isinstance(e, ProtoMatch):
-            if len(e.protocols) != 1:
-                return None
-            p = e.protocols[0]
-            if not isinstance(p, str) or not (_WORD_RE.match(p) or _QUOTED_WORD_RE.match(p)):
-                return None
-            parts.append(f"meta l4proto {'!= ' if e.negate else ''}{p}")
-        else:  # a PortMatch among others changes how a ProtoMatch is written
-            return None
-    v = rule.verdict
-    if isinstance(v, Jump | Goto):
-        if not _name_ok(v.chain):
-            return None
-        parts.append(f"{'jump' if isinstance(v, Jump) else 'goto'} {v.chain}")
-    elif isinstance(v, DNAT):
-        address, port = v.address, v.port
-        if not isinstance(address, str) or not _ADDR_CHARS_RE.match(address):
-            return None
-        fam = ""
-        if ctx.family == "inet":
-            fam = " ip6" if _is_ipv6(address) else " ip"
-        if port is None:
-            parts.append(f"dnat{fam} to {address}")
-        elif not isinstance(port, int) or not 0 <= port <= 65535:
-            return None
-        elif _is_ipv6(address):
-            parts.append(f"dnat{fam} to [{address}]:{port}")
+    ip4, ip6 = ctx.ip4, ctx.ip6
+    inet = ctx.family == "inet"
+    checked = ctx.chains
+    sep = ", " if style == "list" else " , "
+    good_addrs: set[str] = set()  # texts _ADDR_CHARS_RE matched
+    good_words: set[str] = set()  # protocol texts _WORD_RE or _QUOTED_WORD_RE matched
+    addr_ok = _ADDR_CHARS_RE.match
+    word_ok = _WORD_RE.match
+    quoted_word_ok = _QUOTED_WORD_RE.match
+
+    def target(v: object) -> str | None:
+        """``jump NAME`` / ``goto NAME`` as :func:`_render_verdict` writes it, or None."""
+        if isinstance(v, Jump):
+            word = "jump "
+        elif isinstance(v, Goto):
+            word = "goto "
         else:
-            parts.append(f"dnat{fam} to {address}:{port}")
-    else:
+            return None
+        chain = v.chain
+        if (type(chain) is str and chain in checked) or _name_ok(chain):
+            return word + chain
         return None
-    return " ".join(parts)
+
+    def write(rule: Rule) -> str | None:
+        if rule.comment is not None:
+            return None
+        parts: list[str] = []
+        for e in rule.exprs:
+            if isinstance(e, IPMatch):
+                cidrs = e.cidrs
+                field = e.field
+                if len(cidrs) != 1 or (field != "saddr" and field != "daddr"):
+                    return None
+                c = cidrs[0]
+                if not (type(c) is str and c in good_addrs):
+                    if not isinstance(c, str) or not addr_ok(c):
+                        return None
+                    good_addrs.add(c)
+                parts.append(f"{ip6 if ':' in c else ip4} {field} {'!= ' if e.negate else ''}{c}")
+            elif isinstance(e, ProtoMatch):
+                protocols = e.protocols
+                if len(protocols) != 1:
+                    return None
+                p = protocols[0]
+                if not (type(p) is str and p in good_words):
+                    if not isinstance(p, str) or not (word_ok(p) or quoted_word_ok(p)):
+                        return None
+                    good_words.add(p)
+                parts.append(f"meta l4proto {'!= ' if e.negate else ''}{p}")
+            else:  # a PortMatch among others changes how a ProtoMatch is written
+                return None
+        v = rule.verdict
+        if isinstance(v, Jump | Goto):
+            text = target(v)
+            if text is None:
+                return None
+            parts.append(text)
+        elif isinstance(v, DNAT):
+            address, port = v.address, v.port
+            if not (type(address) is str and address in good_addrs):
+                if not isinstance(address, str) or not addr_ok(address):
+                    return None
+                good_addrs.add(address)
+            v6 = ":" in address
+            fam = (" ip6" if v6 else " ip") if inet else ""
+            if port is None:
+                parts.append(f"dnat{fam} to {address}")
+            elif not isinstance(port, int) or not 0 <= port <= 65535:
+                return None
+            elif v6:
+                parts.append(f"dnat{fam} to [{address}]:{port}")
+            else:
+                parts.append(f"dnat{fam} to {address}:{port}")
+        elif isinstance(v, NumgenVmap):
+            modulus = v.modulus
+            if not isinstance(modulus, int) or modulus < 1 or not v.mapping:
+                return None
+            items = []
+            for k, t in v.mapping:
+                text = target(t)
+                if text is None:
+                    return None
+                items.append(f"{k} : {text}")
+            offset = f" offset {v.offset}" if v.offset else ""
+            parts.append(f"numgen random mod {modulus}{offset} vmap {{ {sep.join(items)} }}")
+        else:
+            return None
+        return " ".join(parts)
+
+    return write
 
 
-def _render_rule(rule: Rule, ctx: _Ctx, style: Style) -> str:
-    """One rule's text (without ``add rule F T C``), comment included."""
-    fast = _fast_rule(rule, ctx)
-    return fast if fast is not None else _render_rule_general(rule, ctx, style)
+def _render_rule(
+    rule: Rule,
+    ctx: _Ctx,
+    style: Style,
+    fast: Callable[[Rule], str | None] | None = None,
+) -> str:
+    """One rule's text (without ``add rule F T C``), comment included.
+
+    ``fast`` is the table's :func:`_fast_writer` for that style, if the caller
+    made one (otherwise one is made for this rule).
+    """
+    text = _fast_rule(rule, ctx, style) if fast is None else fast(rule)
+    return text if text is not None else _render_rule_general(rule, ctx, style)
 
 
 def _render_rule_general(rule: Rule, ctx: _Ctx, style: Style) -> str:
@@ -1004,12 +1078,13 @@ def _render_script(ruleset: Ruleset, flush: bool) -> str:
     for table in _nft_tables(ruleset):
         _check_unique(table)
         fam = _family_and_name(table)
-        ctx = _ctx_for(table)
         head = f"add table {fam}"
         if table.comment is not None:
             head += f" {{ comment {_quote(table.comment, 'table')} ; }}"
         lines.append(head)
+        declared: list[str] = []
         for chain in table.chains:
+            name = chain.name
             if (
                 chain.hook is None
                 and chain.type is None
@@ -1017,24 +1092,37 @@ def _render_script(ruleset: Ruleset, flush: bool) -> str:
                 and chain.policy is None
                 and chain.comment is None
             ):  # a regular chain: _chain_decl_script's text, without re-checking the table
-                lines.append(f"add chain {fam} {_check_name(chain.name, 'chain')}")
+                lines.append(f"add chain {fam} {_check_name(name, 'chain')}")
             else:
                 lines.append(_chain_decl_script(table, chain))
+            declared.append(name)
             if flush:
-                lines.append(f"flush chain {fam} {chain.name}")
+                lines.append(f"flush chain {fam} {name}")
         for s in table.sets:
             lines.append(_set_decl_script(table, s))
             if flush:
                 lines.append(f"flush {_set_kind(s)} {fam} {s.name}")
+        # every chain name was checked above: jumps to them need no second check
+        ctx = _ctx_for(table, frozenset(declared))
+        write = _fast_writer(ctx, "script")
         for chain in table.chains:
-            prefix = f"add rule {fam} {chain.name} "
-            lines += [prefix + _render_rule(rule, ctx, "script") for rule in chain.rules]
+            rules = chain.rules
+            if not rules:
+                continue
+            texts = list(map(write, rules))
+            if None in texts:  # the shapes the shortcut left, in order
+                for i, text in enumerate(texts):
+                    if text is None:
+                        texts[i] = _render_rule_general(rules[i], ctx, "script")
+            lines += map(f"add rule {fam} {chain.name} ".__add__, texts)  # type: ignore[arg-type]
         for s in table.sets:
             for element in s.elements:
                 lines.append(
                     f"add element {fam} {s.name} {{ {_element_text(s, element, 'script')} }}"
                 )
-    return "\n".join(lines) + "\n" if lines else ""
+    if lines:
+        lines.append("")  # the final newline, in the same join
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------- the listing
@@ -1072,7 +1160,9 @@ def _set_block_list(s: NftSet, updated: bool) -> list[str]:
     return lines
 
 
-def _chain_block_list(table: Table, chain: Chain, ctx: _Ctx) -> list[str]:
+def _chain_block_list(
+    table: Table, chain: Chain, ctx: _Ctx, fast: Callable[[Rule], str | None] | None = None
+) -> list[str]:
     lines = [f"\tchain {_check_name(chain.name, 'chain')} {{"]
     if chain.comment is not None:
         lines.append(f"\t\tcomment {_quote(chain.comment, 'chain')}")
@@ -1089,7 +1179,9 @@ def _chain_block_list(table: Table, chain: Chain, ctx: _Ctx) -> list[str]:
         lines.append(line)
     elif chain.policy is not None:
         raise RulesRenderError(f"regular chain {chain.name} cannot have a policy")
-    lines.extend(f"\t\t{_render_rule(rule, ctx, 'list')}" for rule in chain.rules)
+    if fast is None:
+        fast = _fast_writer(ctx, "list")
+    lines.extend(f"\t\t{_render_rule(rule, ctx, 'list', fast)}" for rule in chain.rules)
     lines.append("\t}")
     return lines
 
@@ -1116,7 +1208,8 @@ def render_list(ruleset: Ruleset) -> str:
         if table.comment is not None:
             out.append(f"\tcomment {_quote(table.comment, 'table')}")
         blocks = [_set_block_list(s, s.name in updated) for s in table.sets]
-        blocks += [_chain_block_list(table, c, ctx) for c in table.chains]
+        fast = _fast_writer(ctx, "list")
+        blocks += [_chain_block_list(table, c, ctx, fast) for c in table.chains]
         for i, block in enumerate(blocks):
             if i:
                 out.append("")
