@@ -56,7 +56,7 @@ def _ruleset(mode: str, services: int) -> Ruleset:
             view = NodeView(
                 view.node, attrs.evolve(view.config, mode="iptables"), view.service_ports
             )
-            _rulesets[key] = ipt.compile(view, restore_only=True)
+            _rulesets[key] = ipt.compile(view)
         else:
             _rulesets[key] = nftables.compile(view, service_cidrs=SERVICE_CIDRS)
         nftables.clear_cache()

@@ -150,6 +150,7 @@ from kservice.proxy.naming import (
     IPTABLES_SEP_PREFIX,
     IPTABLES_SVC_PREFIX,
     hash16,
+    hash16_each,
 )
 from kservice.proxy.nodeview import EndpointInfo, LocalTrafficDetector, NodeView, ServicePortInfo
 
@@ -620,34 +621,36 @@ def _service_port(p: ServicePortInfo, ctx: _Ctx, out: _Out) -> None:
     # Endpoint chains: name, jump and text computed once per endpoint.
     large = out.large
     base = name + proto
-    eps: dict[int, _Ep] = {}
     sep_comment = None if large else _comment(name)
     affinity = p.session_affinity_timeout if p.session_affinity == "ClientIP" else None
+    reachable = p.all_reachable_endpoints
+    ep_strs = [f"[{ep.ip}]:{ep.port}" if ":" in ep.ip else f"{ep.ip}:{ep.port}" for ep in reachable]
+    eps: list[_Ep] = []
     sep_chains: list[Chain] = []
-    for ep in p.all_reachable_endpoints:
-        ep_str = ep.endpoint_string
-        sep = IPTABLES_SEP_PREFIX + hash16(base + ep_str)
-        eps[id(ep)] = (ep_str, Jump(sep), sep)
-        dnat_exprs: tuple[Expr, ...] = (
-            (RecentMatch(sep, "set"), proto_match) if affinity is not None else (proto_match,)
-        )
+    dnat_exprs: tuple[Expr, ...] = (proto_match,)
+    for ep, ep_str, ep_hash in zip(reachable, ep_strs, hash16_each(base, ep_strs), strict=True):
+        ip = ep.ip
+        sep = IPTABLES_SEP_PREFIX + ep_hash
+        eps.append((ep_str, Jump(sep), sep))
+        if affinity is not None:
+            dnat_exprs = (RecentMatch(sep, "set"), proto_match)
         sep_chains.append(
             Chain(
                 sep,
                 (
-                    Rule((IPMatch("saddr", (ep.ip,)),), _JUMP_MARK_MASQ, sep_comment),
-                    Rule(dnat_exprs, DNAT(ep.ip, ep.port), sep_comment),
+                    Rule((IPMatch("saddr", (ip,)),), _JUMP_MARK_MASQ, sep_comment),
+                    Rule(dnat_exprs, DNAT(ip, ep.port), sep_comment),
                 ),
             )
         )
 
     if uses_cluster_chain:
         rules = internal_rules if internal_chain == svc_chain else []
-        _endpoint_rules(rules, name, base, cluster_eps, eps, affinity, large)
+        _endpoint_rules(rules, name, base, cluster_eps, reachable, eps, affinity, large)
         chains.append(Chain(svc_chain, rules))
     if uses_local_chain:
         rules = internal_rules if internal_chain == svl_chain else []
-        _endpoint_rules(rules, name, base, local_eps, eps, affinity, large)
+        _endpoint_rules(rules, name, base, local_eps, reachable, eps, affinity, large)
         chains.append(Chain(svl_chain, rules))
     chains.extend(sep_chains)
 
@@ -661,23 +664,29 @@ def _endpoint_rules(
     name: str,
     base: str,
     endpoints: Sequence[EndpointInfo],
-    known: dict[int, _Ep],
+    reachable: Sequence[EndpointInfo],
+    reachable_eps: list[_Ep],
     affinity: int | None,
     large: bool,
 ) -> None:
     """``writeServiceToEndpointRules``: affinity checks, then the random spread.
 
-    ``known`` holds the endpoints of ``all_reachable_endpoints`` by identity (the
-    view's Cluster and Local lists reuse those objects); others are named here.
+    ``reachable_eps`` are the :data:`_Ep` of ``reachable`` (the port's
+    ``all_reachable_endpoints``), whose objects the view's Cluster and Local
+    lists reuse (often the very same tuple); other endpoints are named here.
     """
-    eps = []
-    for ep in endpoints:
-        info = known.get(id(ep))
-        if info is None:  # a hand-built view with distinct objects
-            ep_str = ep.endpoint_string
-            sep = IPTABLES_SEP_PREFIX + hash16(base + ep_str)
-            info = (ep_str, Jump(sep), sep)
-        eps.append(info)
+    if endpoints is reachable:
+        eps = reachable_eps
+    else:
+        known = dict(zip(map(id, reachable), reachable_eps, strict=True))
+        eps = []
+        for ep in endpoints:
+            info = known.get(id(ep))
+            if info is None:  # a hand-built view with distinct objects
+                ep_str = ep.endpoint_string
+                sep = IPTABLES_SEP_PREFIX + hash16(base + ep_str)
+                info = (ep_str, Jump(sep), sep)
+            eps.append(info)
     if affinity is not None:
         for ep_str, jump, sep in eps:
             rules.append(
@@ -687,16 +696,26 @@ def _endpoint_rules(
                     None if large else _comment(f"{name} -> {ep_str}"),
                 )
             )
-    n = len(eps)
-    last = n - 1
-    for i, (ep_str, jump, _sep) in enumerate(eps):
-        rules.append(
-            Rule(
-                (_statistic(n - i),) if i < last else (),
-                jump,
-                None if large else _comment(f"{name} -> {ep_str}"),
-            )
-        )
+    spread = _spread(len(eps))
+    if large:
+        rules += map(Rule, spread, [jump for _, jump, _ in eps])
+    else:
+        for exprs, (ep_str, jump, _sep) in zip(spread, eps, strict=True):
+            rules.append(Rule(exprs, jump, _comment(f"{name} -> {ep_str}")))
+
+
+_SPREADS: dict[int, tuple[tuple[StatisticMatch, ...], ...]] = {}
+
+
+def _spread(n: int) -> tuple[tuple[StatisticMatch, ...], ...]:
+    """The matches of the rules that spread traffic over ``n`` endpoints: a
+    probability of 1/(n-i) for the i-th, none for the last (shared, immutable)."""
+    spread = _SPREADS.get(n)
+    if spread is None:
+        spread = (*((_statistic(n - i),) for i in range(n - 1)), ())[:n]
+        if n <= _PRECOMPUTED:
+            _SPREADS[n] = spread  # a race only stores an equal tuple twice
+    return spread
 
 
 # -- the whole node -----------------------------------------------------------------

@@ -38,6 +38,7 @@ upstream caller does before hashing.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import Final
 
 import attrs
@@ -151,23 +152,51 @@ def hash8(text: str) -> str:
     """
     n = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:5], "big")
     p = _B32_PAIRS
-    return p[n >> 30] + p[n >> 20 & 1023] + p[n >> 10 & 1023] + p[n & 1023]
+    return f"{p[n >> 30]}{p[n >> 20 & 1023]}{p[n >> 10 & 1023]}{p[n & 1023]}"
 
 
 def hash16(text: str) -> str:
     """The first 16 characters of base32(sha256(text)) (iptables chain hashes)."""
     x = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:10], "big")
     p = _B32_PAIRS
+    # one f-string builds the result once (chained + would build 7 partial strings)
     return (
-        p[x >> 70]
-        + p[x >> 60 & 1023]
-        + p[x >> 50 & 1023]
-        + p[x >> 40 & 1023]
-        + p[x >> 30 & 1023]
-        + p[x >> 20 & 1023]
-        + p[x >> 10 & 1023]
-        + p[x & 1023]
+        f"{p[x >> 70]}{p[x >> 60 & 1023]}{p[x >> 50 & 1023]}{p[x >> 40 & 1023]}"
+        f"{p[x >> 30 & 1023]}{p[x >> 20 & 1023]}{p[x >> 10 & 1023]}{p[x & 1023]}"
     )
+
+
+def hash16_each(prefix: str, suffixes: Iterable[str]) -> list[str]:
+    """:func:`hash16` of ``prefix + suffix`` for each suffix (an endpoint chain per
+    endpoint of a service port), the common prefix hashed once."""
+    head = hashlib.sha256(prefix.encode("utf-8"))
+    p = _B32_PAIRS
+    out = []
+    for suffix in suffixes:
+        h = head.copy()
+        h.update(suffix.encode("utf-8"))
+        x = int.from_bytes(h.digest()[:10], "big")
+        out.append(
+            f"{p[x >> 70]}{p[x >> 60 & 1023]}{p[x >> 50 & 1023]}{p[x >> 40 & 1023]}"
+            f"{p[x >> 30 & 1023]}{p[x >> 20 & 1023]}{p[x >> 10 & 1023]}{p[x & 1023]}"
+        )
+    return out
+
+
+def hash_and_truncate_each(prefix: str, suffixes: Iterable[str]) -> list[str]:
+    """:func:`hash_and_truncate` of ``prefix + suffix`` for each suffix, the common
+    prefix hashed once."""
+    head = hashlib.sha256(prefix.encode("utf-8"))
+    p = _B32_PAIRS
+    limit = NFTABLES_CHAIN_NAME_BASE_MAX
+    out = []
+    for suffix in suffixes:
+        h = head.copy()
+        h.update(suffix.encode("utf-8"))
+        n = int.from_bytes(h.digest()[:5], "big")
+        name = f"{p[n >> 30]}{p[n >> 20 & 1023]}{p[n >> 10 & 1023]}{p[n & 1023]}-{prefix}{suffix}"
+        out.append(name if len(name) <= limit else name[: limit - 3] + "...")
+    return out
 
 
 def _name_string(service_port_name: ServicePortName | str) -> str:

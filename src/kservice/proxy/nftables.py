@@ -108,6 +108,7 @@ from kservice.proxy.naming import (
     NFTABLES_FIREWALL_PREFIX,
     NFTABLES_LOCAL_PREFIX,
     hash_and_truncate,
+    hash_and_truncate_each,
 )
 from kservice.proxy.nodeview import (
     EndpointInfo,
@@ -589,10 +590,10 @@ def _compile_port(port: ServicePortInfo, ctx: _Context) -> _Fragment:
 
     # -- chains ----------------------------------------------------------------------------
     # endpoint chain / affinity set name bases, once per endpoint
-    names: dict[tuple[str, int], str] = {}
-    for ep in reachable:
-        ip = ep.ip.replace(":", ".")
-        names[ep.ip, ep.port] = hash_and_truncate(f"{svc_name}__{ip}/{ep.port}")
+    bases = hash_and_truncate_each(
+        svc_name + "__", [f"{ep.ip.replace(':', '.')}/{ep.port}" for ep in reachable]
+    )
+    ep_chains = [NFTABLES_ENDPOINT_PREFIX + base for base in bases]
     affinity = port.client_ip_affinity
 
     chain_rules: dict[str, list[Rule]] = {}
@@ -640,10 +641,10 @@ def _compile_port(port: ServicePortInfo, ctx: _Context) -> _Fragment:
     sets: list[NftSet] = []
     if affinity:
         timeout = port.sticky_max_age_seconds
-        for ep in reachable:
+        for base in bases:
             sets.append(
                 NftSet(
-                    NFTABLES_AFFINITY_PREFIX + names[ep.ip, ep.port],
+                    NFTABLES_AFFINITY_PREFIX + base,
                     ctx.addr_type,
                     flags=("dynamic", "timeout"),
                     timeout=timeout,
@@ -651,36 +652,61 @@ def _compile_port(port: ServicePortInfo, ctx: _Context) -> _Fragment:
             )
 
     if uses_cluster_chain:
-        _dispatch(chain_rules[cluster_chain], cluster_eps, names, affinity)
+        _dispatch(chain_rules[cluster_chain], cluster_eps, reachable, bases, ep_chains, affinity)
     if uses_local_chain:
-        _dispatch(chain_rules[local_chain], local_eps, names, affinity)
+        _dispatch(chain_rules[local_chain], local_eps, reachable, bases, ep_chains, affinity)
 
     chains = [Chain(name, tuple(rules)) for name, rules in chain_rules.items()]
-    proto_match = (ProtoMatch((protocol,)),)
-    for ep in reachable:
-        ep_base = names[ep.ip, ep.port]
-        ep_rules = [Rule((IPMatch("saddr", (ep.ip,)),), _MASQ_JUMP)]
+    proto_match = _proto_match(protocol)
+    for ep, base, ep_chain in zip(reachable, bases, ep_chains, strict=True):
+        ip = ep.ip
+        masq = Rule((IPMatch("saddr", (ip,)),), _MASQ_JUMP)
+        dnat = Rule(proto_match, DNAT(ip, ep.port))
         if affinity:
-            ep_rules.append(Rule((SetUpdate(NFTABLES_AFFINITY_PREFIX + ep_base, ("saddr",)),)))
-        ep_rules.append(Rule(proto_match, DNAT(ep.ip, ep.port)))
-        chains.append(Chain(NFTABLES_ENDPOINT_PREFIX + ep_base, tuple(ep_rules)))
+            update = Rule((SetUpdate(NFTABLES_AFFINITY_PREFIX + base, ("saddr",)),))
+            chains.append(Chain(ep_chain, (masq, update, dnat)))
+        else:
+            chains.append(Chain(ep_chain, (masq, dnat)))
     return _Fragment(tuple(chains), tuple(sets), tuple(elements))
+
+
+_PROTO_MATCHES: dict[str, tuple[ProtoMatch]] = {}
+
+
+def _proto_match(protocol: str) -> tuple[ProtoMatch]:
+    """``(ProtoMatch((protocol,)),)``, one shared (immutable) tuple per protocol."""
+    found = _PROTO_MATCHES.get(protocol)
+    if found is None:
+        found = _PROTO_MATCHES[protocol] = (ProtoMatch((protocol,)),)
+    return found
 
 
 def _dispatch(
     rules: list[Rule],
     endpoints: Sequence[EndpointInfo],
-    names: dict[tuple[str, int], str],
+    reachable: Sequence[EndpointInfo],
+    reachable_bases: list[str],
+    reachable_chains: list[str],
     affinity: bool,
 ) -> None:
-    """``writeServiceToEndpointRules``: affinity lookups, then the random pick."""
-    bases = [names[ep.ip, ep.port] for ep in endpoints]
-    targets = [NFTABLES_ENDPOINT_PREFIX + base for base in bases]
+    """``writeServiceToEndpointRules``: affinity lookups, then the random pick.
+
+    ``reachable_bases`` / ``reachable_chains`` are the name bases and endpoint
+    chains of ``reachable`` (the port's ``all_reachable_endpoints``, which
+    ``endpoints`` often is); other endpoints are found there by address and port.
+    """
+    if endpoints is reachable:
+        bases, targets = reachable_bases, reachable_chains
+    else:
+        index = {(ep.ip, ep.port): i for i, ep in enumerate(reachable)}
+        found = [index[ep.ip, ep.port] for ep in endpoints]
+        bases = [reachable_bases[i] for i in found]
+        targets = [reachable_chains[i] for i in found]
     if affinity:
         for base, target in zip(bases, targets, strict=True):
             aff = NFTABLES_AFFINITY_PREFIX + base
             rules.append(Rule((SetMatch(aff, ("saddr",)),), Goto(target)))
-    mapping = tuple((i, Goto(target)) for i, target in enumerate(targets))
+    mapping = tuple(zip(range(len(targets)), map(Goto, targets), strict=True))
     rules.append(Rule((), NumgenVmap(len(targets), mapping)))
 
 
