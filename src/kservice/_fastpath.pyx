@@ -18,6 +18,10 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 from cpython.ref cimport PyObject
 
+
+cdef extern from *:
+    void __builtin_prefetch(const void *addr) nogil
+
 from array import array
 
 from kservice.engine.packet import KINDS, EngineError, Verdict
@@ -135,6 +139,7 @@ cdef struct Node:
     uint8_t pad
     uint16_t port
     uint16_t pad2
+    uint32_t addr  # leaf: the destination after DNAT (IPv4; low bits for IPv6)
     int32_t dnat
     uint32_t value  # leaf: rules evaluated; draw: threshold or modulus
     int32_t first_child
@@ -208,6 +213,7 @@ cdef class Machine:
     cdef FlowSlot *fc_slots
     cdef int64_t fc_mask
     cdef int64_t fc_used
+    cdef int64_t fc_gen  # bumped when the slot table is rebuilt (slot indices move)
     cdef Node *nodes
     cdef int64_t n_nodes
     cdef int64_t cap_nodes
@@ -693,6 +699,7 @@ cdef class Machine:
                     h += 1
                 self.fc_slots[h & <uint64_t>self.fc_mask] = f[0]
         free(old)
+        self.fc_gen += 1
 
     cdef int32_t _new_nodes(self, int64_t n) except -1:
         cdef int64_t first = self.n_nodes
@@ -712,7 +719,9 @@ cdef class Machine:
         self.n_nodes = first + n
         return <int32_t>first
 
-    cdef int _cached_run(self, Pkt *st, int origin, Ctx *ctx) except -1:
+    cdef int _cached_run(self, Pkt *st, int origin, Ctx *ctx, int64_t known = -1) except -1:
+        """Run a packet through the flow cache (``known``: its slot, when the
+        batch pipeline already found it and it holds this very flow)."""
         cdef uint32_t meta = <uint32_t>st.dport | (<uint32_t>st.proto << 16) | \
             (<uint32_t>origin << 24)
         cdef int64_t slot, node, child
@@ -725,9 +734,13 @@ cdef class Machine:
         if not self.flow_cache or st.sport != 0:
             return self._run(st, origin, ctx)
         orig = st[0]
-        if (self.fc_used + 1) * 2 > self.fc_mask + 1 and self.fc_mask + 1 < 2 * FLOW_CACHE_MAX:
-            self._fc_grow()
-        slot = self._fc_find(st, meta)
+        if known >= 0:
+            slot = known
+        else:
+            if (self.fc_used + 1) * 2 > self.fc_mask + 1 and \
+                    self.fc_mask + 1 < 2 * FLOW_CACHE_MAX:
+                self._fc_grow()
+            slot = self._fc_find(st, meta)
         f = &self.fc_slots[slot]
         ctx.nreplay = 0
         if f.used:
@@ -737,6 +750,7 @@ cdef class Machine:
             while True:
                 nd = &self.nodes[node]
                 if nd.type == N_LEAF:
+                    st.d_lo = nd.addr if self.family == 4 else st.d_lo
                     st.dnat = nd.dnat
                     st.dport = nd.port
                     st.masq = nd.masq
@@ -807,6 +821,7 @@ cdef class Machine:
         nd.type = N_LEAF
         nd.res = <uint8_t>res
         nd.dnat = <int32_t>st.dnat
+        nd.addr = <uint32_t>st.d_lo
         nd.port = <uint16_t>st.dport
         nd.masq = <uint8_t>st.masq
         nd.value = <uint32_t>st.rules
@@ -1291,6 +1306,76 @@ cdef class Machine:
             v = self.verdict(kind, addr, port, masq)
         return v
 
+
+    cdef inline void _prefetch_stage(
+        self, Py_ssize_t i, Py_ssize_t n, int64_t *ring,
+        const uint32_t[:] dst4, const uint64_t[:] dst6, const uint32_t[:] src4,
+        const uint64_t[:] src6, const uint16_t[:] dport_v, const uint8_t[:] proto_v,
+        bint has_src, bint has_proto, bint v6, int origin, Pkt *ahead,
+    ) noexcept:
+        """Software pipelining over the batch: 16 packets ahead, prefetch the flow
+        slot; 8 ahead, find it (now cached; the slot is kept for the packet's
+        turn) and prefetch its tree's root; 4 ahead, prefetch the root's
+        children, one of which is the packet's leaf. Each packet's three cache
+        misses overlap with other packets' work."""
+        cdef Py_ssize_t j = i + 16
+        cdef uint32_t meta
+        cdef int64_t slot, root
+        cdef FlowSlot *f
+        cdef Node *nd
+        cdef int64_t k
+        if j < n:
+            if v6:
+                ahead.d_hi = dst6[2 * j]
+                ahead.d_lo = dst6[2 * j + 1]
+                if has_src:
+                    ahead.s_hi = src6[2 * j]
+                    ahead.s_lo = src6[2 * j + 1]
+            else:
+                ahead.d_lo = dst4[j]
+                if has_src:
+                    ahead.s_lo = src4[j]
+            meta = <uint32_t>dport_v[j] | (<uint32_t>(proto_v[j] if has_proto else 6) << 16) | \
+                (<uint32_t>origin << 24)
+            ahead.dport = meta
+            __builtin_prefetch(&self.fc_slots[self._fc_hash(ahead, meta) & <uint64_t>self.fc_mask])
+            ring[j & 31] = -1
+            ring[32 + (j & 31)] = -1
+        j = i + 8
+        if j < n:
+            if v6:
+                ahead.d_hi = dst6[2 * j]
+                ahead.d_lo = dst6[2 * j + 1]
+                if has_src:
+                    ahead.s_hi = src6[2 * j]
+                    ahead.s_lo = src6[2 * j + 1]
+            else:
+                ahead.d_lo = dst4[j]
+                if has_src:
+                    ahead.s_lo = src4[j]
+            meta = <uint32_t>dport_v[j] | (<uint32_t>(proto_v[j] if has_proto else 6) << 16) | \
+                (<uint32_t>origin << 24)
+            slot = self._fc_find(ahead, meta)
+            f = &self.fc_slots[slot]
+            root = f.root if f.used else -1
+            ring[j & 31] = root
+            # a slot that holds this flow stays its slot until the table is rebuilt
+            ring[32 + (j & 31)] = slot if f.used else -1
+            ring[64 + (j & 31)] = self.fc_gen
+            if root >= 0:
+                __builtin_prefetch(&self.nodes[root])
+        j = i + 4
+        if j < n:
+            root = ring[j & 31]
+            if root >= 0 and root < self.n_nodes:
+                nd = &self.nodes[root]
+                if nd.type == N_STAT or nd.type == N_NUMGEN:
+                    k = nd.first_child
+                    __builtin_prefetch(&self.nodes[k])
+                    __builtin_prefetch(&self.nodes[k + 3])
+                    __builtin_prefetch(&self.nodes[k + 6])
+                    __builtin_prefetch(&self.nodes[k + 9])
+
     def lookup_batch(self, dst, dport, proto, src, sport, int origin, iif, double now,
                      Py_ssize_t n, kind_out, addr_out, port_out, masq_out, rules_out):
         """Fill the output buffers for ``n`` packets (see the pure twin)."""
@@ -1317,6 +1402,10 @@ cdef class Machine:
         cdef uint64_t s_hi = self.node_hi, s_lo = self.node_lo, d_hi = 0, d_lo = 0
         cdef uint64_t iif_mask = <uint64_t>iif
         cdef int64_t pr = 6, sp = 0
+        cdef Pkt ahead
+        cdef int64_t ring[96]  # per packet ahead: tree root, slot, table generation
+        cdef int64_t known
+        cdef bint prefetch = self.flow_cache and not has_sport
         cdef Ctx ctx
         ctx.now = now
         ctx.obs = NULL
@@ -1337,7 +1426,14 @@ cdef class Machine:
             addr4 = addr_out
             if has_src:
                 src4 = src
+        ahead.s_hi = s_hi
+        ahead.s_lo = s_lo
+        ahead.d_hi = 0
+        ahead.iif = iif_mask
         for i in range(n):
+            if prefetch:
+                self._prefetch_stage(i, n, ring, dst4, dst6, src4, src6, dport_v, proto_v,
+                                     has_src, has_proto, v6, origin, &ahead)
             if v6:
                 d_hi = dst6[2 * i]
                 d_lo = dst6[2 * i + 1]
@@ -1353,7 +1449,10 @@ cdef class Machine:
             if has_sport:
                 sp = sport_v[i]
             self._init(&st, s_hi, s_lo, sp, d_hi, d_lo, dport_v[i], pr, iif_mask)
-            res = self._cached_run(&st, origin, &ctx)
+            known = -1
+            if prefetch and i >= 8 and ring[64 + (i & 31)] == self.fc_gen:
+                known = ring[32 + (i & 31)]
+            res = self._cached_run(&st, origin, &ctx, known)
             if res == R_DROP or res == R_REJECT:
                 kind_v[i] = K_DROP if res == R_DROP else K_REJECT
                 st.dnat = -1
@@ -1368,7 +1467,7 @@ cdef class Machine:
                 addr6[2 * i] = self.addr_hi[st.dnat] if st.dnat >= 0 else 0
                 addr6[2 * i + 1] = self.addr_lo[st.dnat] if st.dnat >= 0 else 0
             else:
-                addr4[i] = <uint32_t>(self.addr_lo[st.dnat] if st.dnat >= 0 else 0)
+                addr4[i] = <uint32_t>st.d_lo if st.dnat >= 0 else 0
             port_v[i] = <uint16_t>st.dport
             masq_v[i] = <uint8_t>st.masq
             rules_v[i] = <uint32_t>st.rules
