@@ -611,13 +611,20 @@ def test_parse_ipvs_dump_reports_model_gaps() -> None:
     assert rules[0].exprs[1] == SetMatch("KUBE-CLUSTER-IP", ("daddr", "dport"))
     assert rules[1].exprs == (SetMatch("KUBE-LOOP-BACK", ("daddr", "dport", "saddr")),)
     node_port = result.ruleset.table("nat").chain("KUBE-NODE-PORT").rules[0]
-    assert node_port.exprs == (ProtoMatch(("tcp",)), SetMatch("KUBE-NODE-PORT-TCP", ("dport",)))
+    # a bare -p tcp (no -m tcp anywhere) is a ProtoMatch that loads no module
+    assert node_port.exprs == (
+        ProtoMatch(("tcp",), module=False),
+        SetMatch("KUBE-NODE-PORT-TCP", ("dport",)),
+    )
     messages = [(w.line, w.message[:30]) for w in result.warnings]
     assert messages == [
-        (7, "bare -p tcp (no -m tcp) reads "),
         (8, "type of ipset 'KUBE-CLUSTER-IP"),
         (9, "type of ipset 'KUBE-LOOP-BACK'"),
     ]
+    # and the line prints back exactly, in both formats (-p ahead of the comment)
+    line = text.splitlines()[6]
+    assert line in render_save(result.ruleset).splitlines()
+    assert line in render_restore(result.ruleset).splitlines()
 
 
 def test_restore_commands_and_jumps() -> None:
@@ -689,7 +696,10 @@ def test_unknown_target_options_and_tables_are_kept() -> None:
         ),
         (
             "-p tcp -m multiport ! --dports 80,443:445",
-            (ProtoMatch(("tcp",)), PortMatch("dport", ((80, 80), (443, 445)), True)),
+            (
+                ProtoMatch(("tcp",), module=False),
+                PortMatch("dport", ((80, 80), (443, 445)), True),
+            ),
         ),
         ("-m tcp -p tcp --syn", (RawMatch("-m tcp --syn"), ProtoMatch(("tcp",)))),
         ("-m mark --mark 16384", (MarkMatch(0x4000),)),
@@ -809,6 +819,16 @@ def one_rule(rule: Rule, *, table: str = "filter", family: str = "ip") -> Rulese
         (
             one_rule(Rule((ProtoMatch(("tcp",), True), PortMatch("dport", ((1, 1),))))),
             "needs a tcp",
+        ),
+        (
+            one_rule(Rule((ProtoMatch(("tcp",), module=False), PortMatch("dport", ((1, 1),))))),
+            "does not load here",
+        ),
+        (one_rule(Rule((ProtoMatch(("icmp",), module=False),))), "module=False is for"),
+        (one_rule(Rule((ProtoMatch(("tcp",), True, module=False),))), "module=False is for"),
+        (
+            one_rule(Rule((ProtoMatch(("tcp",), module=False), RawMatch("-m tcp --syn")))),
+            "module must be True",
         ),
         (one_rule(Rule((), Jump("NOPE"))), "not a user chain"),
         (one_rule(Rule((), Jump("INPUT"))), "not a user chain"),
@@ -1127,8 +1147,12 @@ def rules(draw: st.DrawFn, family: str, table: str, targets: list[str], kernel: 
                         draw(st.sampled_from(["-m tcp --syn", "-m tcp --tcp-flags SYN,RST SYN"]))
                     )
                 )
+            # a bare -p (no -m tcp: kube-proxy's IPVS rules) takes no one-range port
+            bare = not raw_tcp and draw(st.booleans())
+            if bare:
+                proto = ProtoMatch((p,), module=False)
             for field in ("sport", "dport"):
-                if not raw_tcp and draw(st.booleans()):
+                if not raw_tcp and not bare and draw(st.booleans()):
                     one = (draw(port_ranges()),)
                     ports.append(PortMatch(field, one, draw(st.booleans())))  # type: ignore[arg-type]
             if draw(st.booleans()):
@@ -1151,6 +1175,7 @@ def rules(draw: st.DrawFn, family: str, table: str, targets: list[str], kernel: 
         or (
             e is proto
             and not raw_tcp
+            and proto.module
             and proto.protocols[0] in ("tcp", "udp", "sctp")
             and not proto.negate
         )
@@ -1313,6 +1338,58 @@ def test_comment_length_limit_is_in_bytes(comment: str) -> None:
     else:
         with pytest.raises(RulesRenderError):
             render_restore(ruleset)
+
+
+BARE_TCP = ProtoMatch(("tcp",), module=False)
+
+
+def rule_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("-A ")]
+
+
+@pytest.mark.parametrize(
+    ("rule", "restore", "save"),
+    [
+        # kube-proxy's IPVS line: the bare -p goes ahead of the comment in both formats
+        (
+            Rule((BARE_TCP, SetMatch("S", ("dport",))), Accept(), "a b"),
+            '-A X -p tcp -m comment --comment "a b" -m set --match-set S dst -j ACCEPT',
+            '-A X -p tcp -m comment --comment "a b" -m set --match-set S dst -j ACCEPT',
+        ),
+        (
+            Rule((IPMatch("saddr", ("1.2.3.4",)), BARE_TCP), Accept(), "c"),
+            "-A X -m comment --comment c -s 1.2.3.4 -p tcp -j ACCEPT",
+            "-A X -s 1.2.3.4/32 -p tcp -m comment --comment c -j ACCEPT",
+        ),
+        (
+            Rule((BARE_TCP, PortMatch("dport", ((80, 80), (90, 99))))),
+            "-A X -p tcp -m multiport --dports 80,90:99",
+            "-A X -p tcp -m multiport --dports 80,90:99",
+        ),
+        # the default loads the module, as kube-proxy's iptables mode writes it
+        (
+            Rule((ProtoMatch(("tcp",)), SetMatch("S", ("dport",))), Accept(), "a b"),
+            '-A X -m comment --comment "a b" -m tcp -p tcp -m set --match-set S dst -j ACCEPT',
+            '-A X -p tcp -m comment --comment "a b" -m tcp -m set --match-set S dst -j ACCEPT',
+        ),
+    ],
+)
+def test_bare_protocol(rule: Rule, restore: str, save: str) -> None:
+    r = one_rule(rule)
+    types = {"S": "bitmap:port"}
+    assert rule_lines(render_restore(r)) == [restore]
+    assert rule_lines(render_save(r)) == [save]
+    assert parse(render_restore(r), set_types=types).ruleset == r
+    assert parse(render_save(r), set_types=types).ruleset == normalise(r)
+    assert not parse(render_restore(r), set_types=types).warnings
+
+
+def test_normalise_of_a_protocol_number_loads_no_module() -> None:
+    # -p 6 is tcp to the kernel, which loads no tcp match for it: iptables-save
+    # prints a bare "-p tcp"
+    r = one_rule(Rule((ProtoMatch(("6",)),), Accept()))
+    assert normalise(r).table("filter").chain("X").rules[0].exprs == (BARE_TCP,)
+    assert rule_lines(render_save(r)) == ["-A X -p tcp -j ACCEPT"]
 
 
 def test_normalise_details() -> None:

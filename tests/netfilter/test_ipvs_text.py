@@ -15,11 +15,12 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kservice.netfilter.iptables_text import render_restore
+from kservice.netfilter.iptables_text import render_restore, render_save
 from kservice.netfilter.ipvs_text import (
     IPVSTextError,
     parse_ipset_save,
@@ -27,7 +28,7 @@ from kservice.netfilter.ipvs_text import (
     render_ipset_save,
     render_ipvsadm_save,
 )
-from kservice.netfilter.ruleset import IPSet, RealServer, Ruleset, VirtualServer
+from kservice.netfilter.ruleset import IPSet, RawMatch, RealServer, Ruleset, VirtualServer
 from kservice.proxy import NodeView, ProxyConfig, ServicePortName
 from kservice.proxy.ipvs import IPSET_INFO, compile
 from kservice.proxy.nodeview import EndpointInfo, NodeInfo, ServicePortInfo
@@ -335,6 +336,51 @@ def test_kernel_accepts_compiled_ipsets_and_rules(netns: str, family: str) -> No
     tool = "ip6tables-restore" if family == "IPv6" else "iptables-restore"
     tested = in_netns(netns, tool, "--test", stdin=render_restore(r))
     assert tested.returncode == 0, tested.stderr
+
+
+def _without_ipvs_match(r: Ruleset) -> Ruleset:
+    """``r`` less its ``-m ipvs`` rules (a kernel without IPVS has no xt_ipvs)."""
+    tables = tuple(
+        attrs.evolve(
+            t,
+            chains=tuple(
+                attrs.evolve(
+                    c,
+                    rules=tuple(
+                        rule
+                        for rule in c.rules
+                        if not any(
+                            isinstance(e, RawMatch) and e.text.startswith("-m ipvs ")
+                            for e in rule.exprs
+                        )
+                    ),
+                )
+                for c in t.chains
+            ),
+        )
+        for t in r.tables
+    )
+    return attrs.evolve(r, tables=tables)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("family", ["IPv4", "IPv6"])
+def test_kernel_saves_compiled_rules_as_render_save(netns: str, family: str) -> None:
+    """Loaded for real, the IPVS-mode rules come back from iptables-save exactly as
+    render_save prints them: the bare ``-p tcp`` stays bare, ahead of the comment."""
+    r = compile(_view(family))
+    if not os.path.exists("/proc/net/ip_vs"):
+        r = _without_ipvs_match(r)
+    loaded = in_netns(netns, "ipset", "restore", stdin=render_ipset_save(r))
+    assert loaded.returncode == 0, loaded.stderr
+    prefix = "ip6tables" if family == "IPv6" else "iptables"
+    restored = in_netns(netns, f"{prefix}-nft-restore", stdin=render_restore(r))
+    assert restored.returncode == 0, restored.stderr
+    saved = in_netns(netns, f"{prefix}-nft-save")
+    assert saved.returncode == 0, saved.stderr
+    lines = [line for line in saved.stdout.splitlines() if not line.startswith("#")]
+    assert "".join(line + "\n" for line in lines) == render_save(r)
+    assert any(line.startswith("-A KUBE-NODE-PORT -p tcp -m comment ") for line in lines)
 
 
 @pytest.mark.kernel

@@ -32,11 +32,16 @@ renderers expect):
   match module*, where kube-proxy always puts it. A comment module anywhere
   else is kept in place as a ``RawMatch("-m comment --comment ...")``.
 * A ``ProtoMatch`` of ``tcp``/``udp``/``sctp`` (not negated) loads that
-  protocol's match module, as kube-proxy writes it: ``-m tcp -p tcp``; its
-  ``PortMatch`` (one range) are options of that module (``--dport 80``); a
-  ``PortMatch`` of several ranges is ``-m multiport --dports 80,443``. When the
-  rule carries a ``RawMatch`` loading the module itself (``-m tcp --syn``), the
-  protocol is a bare ``-p tcp``.
+  protocol's match module, as kube-proxy's iptables mode writes it: ``-m tcp
+  -p tcp``; its ``PortMatch`` (one range) are options of that module
+  (``--dport 80``); a ``PortMatch`` of several ranges is ``-m multiport
+  --dports 80,443``. When the rule carries a ``RawMatch`` loading the module
+  itself (``-m tcp --syn``), the protocol is a bare ``-p tcp``. With
+  ``ProtoMatch.module=False`` the rule loads no such module: a bare ``-p tcp``
+  that takes no ``--dport``, as kube-proxy's IPVS proxier writes it; leading
+  the rule, it is written ahead of the comment (``-A KUBE-NODE-PORT -p tcp -m
+  comment --comment "..." -m set ...``, byte for byte kube-proxy's line). The
+  parser reads a ``-p tcp`` with no ``-m tcp`` anywhere in the rule that way.
 * ``SetMatch.keys`` are packet fields; ipset's direction flags are derived
   (``daddr``/``dport``/``oif`` -> ``dst``, the others ``src``) and read back
   with the set's type (``parse(..., set_types=...)``).
@@ -523,15 +528,35 @@ def _raw_module_name(match: RawMatch) -> str | None:
     return None
 
 
+def _raw_loads(rule: Rule, module: str) -> bool:
+    """Whether a RawMatch of ``rule`` loads match module ``module`` (``-m tcp --syn``)."""
+    return any(isinstance(e, RawMatch) and _raw_module_name(e) == module for e in rule.exprs)
+
+
 def _module_protocol(rule: Rule, match: ProtoMatch) -> str | None:
     """The protocol whose match module this ProtoMatch loads (``-m tcp -p tcp``), if any."""
-    if match.negate or len(match.protocols) != 1 or match.protocols[0] not in _PORT_PROTOCOLS:
+    if (
+        not match.module
+        or match.negate
+        or len(match.protocols) != 1
+        or match.protocols[0] not in _PORT_PROTOCOLS
+    ):
         return None
     proto = match.protocols[0]
-    for e in rule.exprs:
-        if isinstance(e, RawMatch) and _raw_module_name(e) == proto:
-            return None
+    if _raw_loads(rule, proto):
+        return None
     return proto
+
+
+def _bare_protocol_first(rule: Rule) -> bool:
+    """Whether ``rule`` starts with a module-less ``-p`` (``ProtoMatch.module`` False).
+
+    kube-proxy's IPVS proxier writes that ``-p`` ahead of the comment (``-A
+    KUBE-NODE-PORT -p tcp -m comment --comment "..." -m set ...``), and so does
+    iptables-restore input written here.
+    """
+    first = rule.exprs[0] if rule.exprs else None
+    return isinstance(first, ProtoMatch) and not first.module
 
 
 # ----------------------------------------------------------------------- validation
@@ -688,6 +713,19 @@ def _validate_rule(
                 raise RulesRenderError(f"bad protocol {p!r}", where=where)
             if e.negate and p in ("all", "0"):
                 raise RulesRenderError("! -p all never matches", where=where)
+            if not e.module:
+                if e.negate or p not in _PORT_PROTOCOLS:
+                    raise RulesRenderError(
+                        "ProtoMatch.module=False is for a non-negated tcp, udp or sctp match "
+                        "(no other -p loads a module)",
+                        where=where,
+                    )
+                if _raw_loads(rule, p):
+                    raise RulesRenderError(
+                        f"a RawMatch loads -m {p}, so the module is loaded: "
+                        "ProtoMatch.module must be True",
+                        where=where,
+                    )
             loads = _module_protocol(rule, e) is not None
             proto = (p, loads, e.negate)
             module_seen = module_seen or loads
@@ -705,7 +743,8 @@ def _validate_rule(
                 if not proto[1]:
                     raise RulesRenderError(
                         "a one-range PortMatch is an option of the protocol's module, which "
-                        "a RawMatch loads here; put the port in that RawMatch",
+                        "the ProtoMatch does not load here (module=False, or a RawMatch "
+                        "loads it: put the port in that RawMatch)",
                         where=where,
                     )
                 if e.field in ports_seen:
@@ -949,7 +988,7 @@ def _fast_writer(
                     seen |= 2
                     text += (" ! -d " if neg else " -d ") + c
             elif isinstance(e, ProtoMatch):
-                if proto is not None or e.negate or len(e.protocols) != 1:
+                if proto is not None or e.negate or len(e.protocols) != 1 or not e.module:
                     return None
                 proto = e.protocols[0]
                 words = proto_words.get(proto)
@@ -1207,9 +1246,15 @@ def _target_words(rule: Rule) -> list[str] | str | None:
 
 def _restore_rule(chain: str, rule: Rule, family: Family) -> str:
     parts = ["-A", chain]
+    exprs = rule.exprs
     if rule.comment is not None:
+        if _bare_protocol_first(rule):
+            first = exprs[0]
+            assert isinstance(first, ProtoMatch)
+            parts += ("-p", first.protocols[0])
+            exprs = exprs[1:]
         parts += ("-m", "comment", "--comment", _quote_restore(rule.comment))
-    for e in rule.exprs:
+    for e in exprs:
         if isinstance(e, IPMatch):
             if e.negate:
                 parts.append("!")
@@ -1381,7 +1426,10 @@ def _normal_rule(rule: Rule, src: IPMatch | None, dst: IPMatch | None, family: F
                 generic["i" if e.field == "iif" else "o"].append(e)
         elif isinstance(e, ProtoMatch):
             name = _protocol_name(e.protocols[0])
-            canon = ProtoMatch((name,), e.negate)
+            # A -p without its module stays without (-p 6 is a bare -p tcp).
+            loaded = _module_protocol(rule, e) is not None or _raw_loads(rule, name)
+            module = loaded or e.negate or name not in _PORT_PROTOCOLS
+            canon = ProtoMatch((name,), e.negate, module)
             if _module_protocol(rule, e) is not None:
                 proto_module = canon
                 modules.append(canon)
@@ -1844,20 +1892,17 @@ class _RuleParser:
                 ifield: Literal["iif", "oif"] = "iif" if key == "i" else "oif"
                 placed.append((g.pos, 0, IfaceMatch(ifield, g.value, g.neg)))
         if proto is not None:
-            pm = ProtoMatch((proto.value,), proto.neg)
             if proto_module is not None:
                 # The module's place among the match modules is what the kernel keeps
                 # (iptables-save prints -p up front, -m tcp where the module sits).
-                placed.append((proto_module.pos, 0, pm))
+                placed.append((proto_module.pos, 0, ProtoMatch((proto.value,), proto.neg)))
             else:
-                placed.append((proto.pos, 0, pm))
+                # No -m tcp at all: a bare -p tcp (module=False), as the IPVS proxier
+                # writes it. With a -m tcp the model keeps raw, the module is loaded.
                 explicit = any(m.name == proto.value for m in matches)
-                if proto.value in _PORT_PROTOCOLS and not proto.neg and not explicit:
-                    self.warn(
-                        f"bare -p {proto.value} (no -m {proto.value}) reads as ProtoMatch, "
-                        f"which renders as kube-proxy's '-m {proto.value} -p {proto.value}'; "
-                        "the model has no flag for the module-less form"
-                    )
+                bare = proto.value in _PORT_PROTOCOLS and not proto.neg and not explicit
+                pm = ProtoMatch((proto.value,), proto.neg, module=not bare)
+                placed.append((proto.pos, 0, pm))
         for pos, text in self.raw_generics:
             placed.append((pos, 0, RawMatch(text)))
         first_module = min((m.pos for m in matches), default=None)

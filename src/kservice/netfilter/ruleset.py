@@ -101,10 +101,20 @@ class IPMatch:
 
 @attrs.frozen
 class ProtoMatch:
-    """``-p tcp`` / ``meta l4proto tcp``: the transport protocol (lower case)."""
+    """``-p tcp`` / ``meta l4proto tcp``: the transport protocol (lower case).
+
+    ``module`` (iptables text only) says whether the rule loads the protocol's
+    match module. True (the default) is kube-proxy's iptables mode, ``-m tcp -p
+    tcp`` (or a bare ``-p tcp`` when a RawMatch such as ``-m tcp --syn`` loads
+    the module itself); False is a bare ``-p tcp`` with no ``-m tcp`` at all, as
+    kube-proxy's IPVS proxier writes it. The kernel matches the protocol the
+    same way either way; the flag means something only for a non-negated
+    tcp/udp/sctp match, and nftables has no such module (nft ignores it).
+    """
 
     protocols: tuple[str, ...] = attrs.field(converter=_tuple)
     negate: bool = False
+    module: bool = True
 
 
 @attrs.frozen

@@ -36,16 +36,16 @@ source-range firewall uses ``KUBE-LOAD-BALANCER-FW`` / ``-SOURCE-CIDR`` and,
 when a range holds the node's IP, ``-SOURCE-IP`` (otherwise node access to the
 VIP is dropped in ``KUBE-IPVS-OUT-FILTER``).
 
-iptables (tables ``nat`` and ``filter``): exactly ``writeIptablesRules``'s rules
-in its order; a set-matching rule only when its set is non-empty (except the
-health-check and ``KUBE-IPVS-FILTER`` rules, always written). With
-``restore_only=False`` (default) the built-in chains also carry the jumps
-``createAndLinkKubeChain`` ensures (each prepended, so the last ensured is
-first).
-
-Differences from kube-proxy's own text: the rules are a model, so
-:func:`~kservice.netfilter.iptables_text.render_restore` writes ``-p tcp`` as
-``-m tcp -p tcp``; the ``mh`` scheduler's source-hash flag is not modelled.
+iptables (tables ``nat`` then ``filter``, the order of kube-proxy's
+``iptables-restore`` input): exactly ``writeIptablesRules``'s rules in its
+order, chain by chain; a set-matching rule only when its set is non-empty (except the
+health-check and ``KUBE-IPVS-FILTER`` rules, always written). The NodePort
+rules match their protocol with a bare ``-p tcp`` ahead of the comment and no
+``-m tcp`` (``ProtoMatch.module=False``), so
+:func:`~kservice.netfilter.iptables_text.render_restore` writes kube-proxy's
+lines byte for byte. With ``restore_only=False`` (default) the built-in chains
+also carry the jumps ``createAndLinkKubeChain`` ensures (each prepended, so the
+last ensured is first).
 """
 
 from __future__ import annotations
@@ -480,7 +480,8 @@ def compile(
             continue
         exprs: tuple[Expr, ...] = (smatch(base, keys),)
         if proto is not None:
-            exprs = (ProtoMatch((proto,)), *exprs)
+            # "-p tcp", no "-m tcp": written ahead of the comment, as kube-proxy does
+            exprs = (ProtoMatch((proto,), module=False), *exprs)
         tables[table][chain].append(Rule(exprs, _verdict(target), comments[base]))
 
     if full(CLUSTER_IP):
@@ -579,7 +580,7 @@ def compile(
 
     ip_family = "ip6" if ipv6 else "ip"
     out_tables = []
-    for table_name in ("filter", "nat"):
+    for table_name in ("nat", "filter"):  # kube-proxy restores natChains/natRules first
         chains = [Chain(c, rules) for c, rules in tables[table_name].items()]
         chains += [
             Chain(c, rules, hook=c.lower()) for c, rules in sorted(builtins[table_name].items())
