@@ -92,7 +92,10 @@ def test_parse_ipvsadm_save_long_options_and_defaults() -> None:
         "-A -t 1.2.3.4 -s rr\n",
         "-A -t 1.2.3.4:99999 -s rr\n",
         "-A -t nothere:80 -s rr\n",
-        "-A -t 1.2.3.4:80 -s rr -b flag-1\n",
+        "-A -t 1.2.3.4:80 -s rr -b mh-port\n",
+        "-A -t 1.2.3.4:80 -s mh -b sh-port\n",
+        "-A -t 1.2.3.4:80 -s mh -b mh-port,nosuch\n",
+        "-A -t 1.2.3.4:80 -s rr -o\n",
         "-A -t 1.2.3.4:80 -s rr\n-A -t 1.2.3.4:80 -s rr\n",
         "-a -t 1.2.3.4:80 -r 1.1.1.1:80 -m -w 1\n",
         "-A -t 1.2.3.4:80 -s rr\n-a -t 1.2.3.4:80 -m -w 1\n",
@@ -103,6 +106,47 @@ def test_parse_ipvsadm_save_long_options_and_defaults() -> None:
 def test_parse_ipvsadm_save_errors(text: str) -> None:
     with pytest.raises(IPVSTextError, match="line"):
         parse_ipvsadm_save(text)
+
+
+def test_render_ipvsadm_save_scheduler_flags() -> None:
+    # ipvsadm-save: -s, then -p, then -b and the names, fallback before port
+    r = rs(
+        VirtualServer("10.96.0.1", "tcp", 443, "mh", 10800, flags=("mh-port",)),
+        VirtualServer("10.96.0.2", "udp", 53, "mh", None, flags=("mh-fallback", "mh-port")),
+        VirtualServer("10.96.0.3", "tcp", 80, "sh", None, flags=("sh-fallback", "sh-port")),
+        VirtualServer("10.96.0.4", "tcp", 80, "rr", None, flags=("flag-1", "flag-3")),
+    )
+    assert render_ipvsadm_save(r) == (
+        "-A -t 10.96.0.1:443 -s mh -p 10800 -b mh-port\n"
+        "-A -u 10.96.0.2:53 -s mh -b mh-fallback,mh-port\n"
+        "-A -t 10.96.0.3:80 -s sh -b sh-fallback,sh-port\n"
+        "-A -t 10.96.0.4:80 -s rr -b flag-1,flag-3\n"
+    )
+    assert parse_ipvsadm_save(render_ipvsadm_save(r)) == r.virtual_servers
+
+
+def test_parse_ipvsadm_save_flags_as_the_kernel_keeps_them() -> None:
+    # ipvsadm takes the names in any order (and the generic flag-N): the kernel
+    # keeps bits, and ipvsadm-save prints its own names back in its order
+    text = (
+        "-A -t 10.0.0.1:80 -b mh-port,mh-fallback -s mh\n"
+        "-A -t 10.0.0.2:80 -s mh --sched-flags flag-2,mh-port\n"
+        "-A -t 10.0.0.3:80 -s sh -b flag-1\n"
+    )
+    assert [vs.flags for vs in parse_ipvsadm_save(text)] == [
+        ("mh-fallback", "mh-port"),
+        ("mh-port",),
+        ("sh-fallback",),
+    ]
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [("mh-port", "mh-fallback"), ("mh-port", "mh-port"), ("flag-2",), ("sh-port",), ("x",)],
+)
+def test_render_ipvsadm_rejects_flags_that_would_not_read_back(flags: tuple[str, ...]) -> None:
+    with pytest.raises(IPVSTextError, match="flag"):
+        render_ipvsadm_save(rs(VirtualServer("1.2.3.4", "tcp", 80, "mh", flags=flags)))
 
 
 def test_render_ipvsadm_rejects_unknown_protocol() -> None:
@@ -195,19 +239,30 @@ real_servers = st.builds(
     st.integers(0, 65535),
     st.sampled_from(["masq", "route", "tunnel"]),
 )
-virtual_servers = st.builds(
-    VirtualServer,
-    st.one_of(ipv4, ipv6),
-    st.sampled_from(["tcp", "udp", "sctp"]),
-    ports,
-    st.sampled_from(["rr", "wrr", "lc", "wlc", "sh", "dh", "mh", "sed", "nq"]),
-    st.none() | st.integers(1, 86400),
-    st.lists(real_servers, max_size=4).map(tuple),
-)
+FLAG_NAMES = {
+    "sh": ("sh-fallback", "sh-port", "flag-3"),
+    "mh": ("mh-fallback", "mh-port", "flag-3"),
+}
+
+
+@st.composite
+def virtual_servers(draw: st.DrawFn) -> VirtualServer:
+    scheduler = draw(st.sampled_from(["rr", "wrr", "lc", "wlc", "sh", "dh", "mh", "sed", "nq"]))
+    names = FLAG_NAMES.get(scheduler, ("flag-1", "flag-2", "flag-3"))
+    flags = tuple(name for name in names if draw(st.booleans()))  # in ipvsadm's order
+    return VirtualServer(
+        draw(st.one_of(ipv4, ipv6)),
+        draw(st.sampled_from(["tcp", "udp", "sctp"])),
+        draw(ports),
+        scheduler,
+        draw(st.none() | st.integers(1, 86400)),
+        tuple(draw(st.lists(real_servers, max_size=4))),
+        flags,
+    )
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(virtual_servers, max_size=6, unique_by=lambda v: (v.address, v.protocol, v.port)))
+@given(st.lists(virtual_servers(), max_size=6, unique_by=lambda v: (v.address, v.protocol, v.port)))
 def test_ipvsadm_round_trip(vss: list[VirtualServer]) -> None:
     r = rs(*vss)
     assert parse_ipvsadm_save(render_ipvsadm_save(r)) == r.virtual_servers
@@ -279,6 +334,15 @@ def test_compiled_round_trip(family: str) -> None:
     r = compile(_view(family))
     assert parse_ipvsadm_save(render_ipvsadm_save(r)) == r.virtual_servers
     assert parse_ipset_save(render_ipset_save(r)) == r.ipsets
+
+
+def test_compiled_mh_scheduler_renders_mh_port() -> None:
+    r = compile(_view(), scheduler="mh")
+    heads = [line for line in render_ipvsadm_save(r).splitlines() if line.startswith("-A ")]
+    assert heads[0] == "-A -t 172.30.0.41:80 -s mh -p 10800 -b mh-port"
+    assert heads[-1] == "-A --sctp-service 192.168.0.2:3002 -s mh -b mh-port"
+    assert all(line.endswith(" -b mh-port") for line in heads)
+    assert parse_ipvsadm_save(render_ipvsadm_save(r)) == r.virtual_servers
 
 
 # -------------------------------------------------------------------------- kernel

@@ -759,3 +759,15 @@ def test_engine_matches_the_bare_protocol_as_the_kernel(impl: str) -> None:
         assert tcp.kind == "dnat" and tcp.masquerade
         udp = Packet(dst=NODE_IP, dport=3001, proto="udp", src="203.0.113.5", origin="external")
         assert not e.lookup(udp).masquerade
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "flags"), [("mh", ("mh-port",)), ("sh", ()), ("rr", ()), ("", ())]
+)
+def test_mh_scheduler_sets_mh_port_on_every_virtual_server(
+    scheduler: str, flags: tuple[str, ...]
+) -> None:
+    p = port(node_port=3001, external_ips=("1.2.3.4",), load_balancer_vips=("5.6.7.8",))
+    r = compile(view(p, ipvs_scheduler=scheduler))
+    assert len(r.virtual_servers) == 4
+    assert {vs.flags for vs in r.virtual_servers} == {flags}

@@ -9,9 +9,13 @@ service and one ``-a`` line per destination, in the order ipvsadm's own
 
 The protocol switch is ``-t`` (tcp), ``-u`` (udp) or ``--sctp-service``;
 IPv6 addresses are bracketed (``[fd00::1]:80``); ``-p TIMEOUT`` appears for
-persistent services (kube-proxy's ClientIP affinity); the forwarding method is
-``-m`` (masquerading), ``-g`` (gatewaying/direct routing) or ``-i`` (ipip
-tunnel), then ``-w WEIGHT``.
+persistent services (kube-proxy's ClientIP affinity); then, when the service
+has scheduler flags, ``-b`` and their names joined by commas, fallback before
+port (``-A -t 10.96.0.1:443 -s mh -p 10800 -b mh-port``: ipvsadm names the
+``IP_VS_SVC_F_SCHED1/2/3`` bits ``sh-fallback``/``sh-port`` for ``sh``,
+``mh-fallback``/``mh-port`` for ``mh``, ``flag-1``/``flag-2`` otherwise, and
+``flag-3``). The forwarding method is ``-m`` (masquerading), ``-g``
+(gatewaying/direct routing) or ``-i`` (ipip tunnel), then ``-w WEIGHT``.
 
 ``ipset save`` prints, per set, a ``create`` line then one ``add`` line per
 entry. kube-proxy creates hash sets with ``family inet|inet6 hashsize 1024
@@ -32,7 +36,7 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final, Literal, cast
 
 from kservice.errors import KServiceError
@@ -63,6 +67,23 @@ _SWITCH_FWD: Final = {
     "-i": "tunnel",
     "--ipip": "tunnel",
 }
+#: Scheduler flag names -> their IP_VS_SVC_F_SCHEDn bit, and the scheduler a
+#: name is restricted to (ipvsadm refuses "incompatible scheduler flag"s).
+_FLAG_BITS: Final[dict[str, tuple[int, str | None]]] = {
+    "flag-1": (0x08, None),
+    "flag-2": (0x10, None),
+    "flag-3": (0x20, None),
+    "sh-fallback": (0x08, "sh"),
+    "sh-port": (0x10, "sh"),
+    "mh-fallback": (0x08, "mh"),
+    "mh-port": (0x10, "mh"),
+}
+#: What ipvsadm-save prints for each bit, per scheduler, in its order.
+_FLAG_NAMES: Final[dict[str, tuple[tuple[int, str], ...]]] = {
+    "sh": ((0x08, "sh-fallback"), (0x10, "sh-port"), (0x20, "flag-3")),
+    "mh": ((0x08, "mh-fallback"), (0x10, "mh-port"), (0x20, "flag-3")),
+    "": ((0x08, "flag-1"), (0x10, "flag-2"), (0x20, "flag-3")),
+}
 _HASHSIZE: Final = 1024
 _MAXELEM: Final = 65536
 _PORT_RANGE: Final = "0-65535"
@@ -88,14 +109,49 @@ def _service_words(vs: VirtualServer) -> str:
     return f"{switch} {_host_port(vs.address, vs.port)}"
 
 
+def _flag_bits(scheduler: str, names: Iterable[str]) -> int:
+    """The flag bits of ``names``; ValueError for a name ipvsadm does not take here."""
+    bits = 0
+    for name in names:
+        if name not in _FLAG_BITS:
+            raise ValueError(f"invalid scheduler flag {name!r}")
+        bit, only = _FLAG_BITS[name]
+        if only is not None and only != scheduler:
+            raise ValueError(f"incompatible scheduler flag {name!r} for scheduler {scheduler!r}")
+        bits |= bit
+    return bits
+
+
+def _flag_names(scheduler: str, bits: int) -> tuple[str, ...]:
+    """The names ipvsadm-save prints for ``bits``, in its order."""
+    table = _FLAG_NAMES.get(scheduler, _FLAG_NAMES[""])
+    return tuple(name for bit, name in table if bits & bit)
+
+
 def render_ipvsadm_save(ruleset: Ruleset) -> str:
-    """``ipvsadm-save -n`` of ``ruleset.virtual_servers`` (in their order)."""
+    """``ipvsadm-save -n`` of ``ruleset.virtual_servers`` (in their order).
+
+    A virtual server's ``flags`` must be what ipvsadm-save itself prints for
+    them (its names for the scheduler, each once, in its order), or
+    :class:`IPVSTextError` is raised: anything else would read back different.
+    """
     lines: list[str] = []
     for vs in ruleset.virtual_servers:
         svc = _service_words(vs)
         line = f"-A {svc} -s {vs.scheduler}"
         if vs.persistence is not None:
             line += f" -p {vs.persistence}"
+        if vs.flags:
+            try:
+                canonical = _flag_names(vs.scheduler, _flag_bits(vs.scheduler, vs.flags))
+            except ValueError as exc:
+                raise IPVSTextError(f"virtual server {svc}: {exc}") from None
+            if canonical != vs.flags:
+                raise IPVSTextError(
+                    f"virtual server {svc}: flags {vs.flags!r} are not as ipvsadm-save "
+                    f"prints them ({canonical!r})"
+                )
+            line += " -b " + ",".join(vs.flags)
         lines.append(line)
         for rs in vs.real_servers:
             fwd = _FWD_SWITCH.get(rs.forward)
@@ -159,6 +215,7 @@ def parse_ipvsadm_save(text: str) -> tuple[VirtualServer, ...]:
                 raise IPVSTextError(f"service {words[2]} defined twice", line=number)
             scheduler = "wlc"  # ipvsadm's default when -s is absent
             persistence: int | None = None
+            flag_words: list[str] = []
             i = 0
             while i < len(opts):
                 opt = opts[i]
@@ -168,10 +225,22 @@ def parse_ipvsadm_save(text: str) -> tuple[VirtualServer, ...]:
                 elif opt in ("-p", "--persistent") and i + 1 < len(opts):
                     persistence = _int(opts[i + 1], "timeout", number)
                     i += 2
+                elif opt in ("-b", "--sched-flags") and i + 1 < len(opts):
+                    flag_words += opts[i + 1].split(",")
+                    i += 2
                 else:
                     raise IPVSTextError(f"unsupported option {opt!r}", line=number)
+            try:
+                flags = _flag_names(scheduler, _flag_bits(scheduler, flag_words))
+            except ValueError as exc:
+                raise IPVSTextError(str(exc), line=number) from None
             heads[key] = VirtualServer(
-                address, cast(Literal["tcp", "udp", "sctp"], proto), port, scheduler, persistence
+                address,
+                cast(Literal["tcp", "udp", "sctp"], proto),
+                port,
+                scheduler,
+                persistence,
+                flags=flags,
             )
             order.append(key)
             reals[key] = []
@@ -213,6 +282,7 @@ def parse_ipvsadm_save(text: str) -> tuple[VirtualServer, ...]:
                 head.scheduler,
                 head.persistence,
                 tuple(reals[key]),
+                head.flags,
             )
         )
     return tuple(out)

@@ -452,7 +452,14 @@ class RealServer:
 
 @attrs.frozen
 class VirtualServer:
-    """An IPVS virtual service (``-A -t VIP:PORT -s rr [-p TIMEOUT]``)."""
+    """An IPVS virtual service (``-A -t VIP:PORT -s rr [-p TIMEOUT] [-b FLAGS]``).
+
+    ``flags`` are the scheduler flags by the names ``ipvsadm`` prints for the
+    scheduler, in its order: ``sh-fallback``, ``sh-port`` (``sh``),
+    ``mh-fallback``, ``mh-port`` (``mh``), ``flag-1``/``flag-2`` (any other
+    scheduler), then ``flag-3``. kube-proxy sets ``mh-port`` with ``mh`` and no
+    other.
+    """
 
     address: str
     protocol: Literal["tcp", "udp", "sctp"]
@@ -460,6 +467,7 @@ class VirtualServer:
     scheduler: str = "rr"
     persistence: int | None = None  # seconds; ClientIP affinity
     real_servers: tuple[RealServer, ...] = attrs.field(default=(), converter=_tuple)
+    flags: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
 
 
 @attrs.frozen

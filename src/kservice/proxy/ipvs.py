@@ -14,7 +14,9 @@ IPVS (``Ruleset.virtual_servers``), per service port in view order:
   load-balancer VIP and, with a nodePort, one per node IP NodePorts listen on
   (loopback addresses excluded); all with the configured scheduler (``rr`` by
   default) and, with ClientIP affinity, the persistent flag with the affinity
-  timeout (``-p``).
+  timeout (``-p``). With the ``mh`` scheduler every virtual server gets the
+  source-hash flag ``FlagSourceHash`` (``IP_VS_SVC_F_SCHED2``), which
+  ``ipvsadm`` names ``mh-port`` (``-b mh-port``); ``mh-fallback`` is never set.
 * real servers (weight 1, masquerading) per ``syncEndpoint``: the ClusterIP
   uses the Local endpoints for internalTrafficPolicy Local, the external
   addresses (externalIPs, VIPs, NodePorts) for externalTrafficPolicy Local; when
@@ -272,6 +274,9 @@ _SET_CHAIN_RULES: Final = (
 )
 
 _IPSET_NAME_MAX: Final = 31
+#: The flags kube-proxy sets with the ``mh`` scheduler: ``FlagSourceHash``
+#: (``IP_VS_SVC_F_SCHED2``), printed ``-b mh-port`` by ipvsadm.
+_MH_FLAGS: Final = ("mh-port",)
 _HASHED: Final = ("hash:ip,port", "hash:ip,port,ip", "hash:ip,port,net", "hash:ip")
 
 
@@ -354,6 +359,7 @@ def _service_port(
 ) -> None:
     proto = p.protocol.lower()
     persistence = p.session_affinity_timeout if p.client_ip_affinity else None
+    flags = _MH_FLAGS if scheduler == "mh" else ()
 
     def server(address: str, port: int, only_local: bool, bind: str) -> None:
         vs = VirtualServer(
@@ -363,6 +369,7 @@ def _service_port(
             scheduler=scheduler,
             persistence=persistence,
             real_servers=_real_servers(_endpoints(p, only_local)),
+            flags=flags,
         )
         key = (address, proto, port)
         st.servers.pop(key, None)  # a later sync of the same service replaces it
