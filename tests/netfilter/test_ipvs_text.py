@@ -185,16 +185,38 @@ def test_render_ipset_save() -> None:
 
 
 def test_parse_ipset_save_of_a_modern_kernel() -> None:
+    # what ipset 7.17 prints for kube-proxy's sets: the kernel's bucketsize and
+    # hash seed, and the hashsize the table has grown to
     text = (
-        "create KUBE-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536 "
-        "bucketsize 12 initval 0x6abf6a37\n"
+        "create KUBE-CLUSTER-IP hash:ip,port family inet hashsize 2048 maxelem 65536 "
+        "bucketsize 12 initval 0x06abf6a3\n"
         "add KUBE-CLUSTER-IP 172.30.0.41,tcp:80\n"
         "create KUBE-NODE-PORT-TCP bitmap:port range 0-65535\n"
     )
-    assert parse_ipset_save(text, comments={}) == (
-        IPSet("KUBE-CLUSTER-IP", "hash:ip,port", "inet", ("172.30.0.41,tcp:80",)),
+    sets = parse_ipset_save(text, comments={})
+    assert sets == (
+        IPSet(
+            "KUBE-CLUSTER-IP",
+            "hash:ip,port",
+            "inet",
+            ("172.30.0.41,tcp:80",),
+            hashsize=2048,
+            bucketsize=12,
+            initval=0x06ABF6A3,
+        ),
         IPSet("KUBE-NODE-PORT-TCP", "bitmap:port", "inet", ()),
     )
+    assert render_ipset_save(Ruleset(mode="ipvs", ipsets=sets)) == text
+
+
+def test_compiled_ipsets_print_kube_proxys_create_arguments() -> None:
+    r = compile(_view())
+    creates = [line for line in render_ipset_save(r).splitlines() if line.startswith("create")]
+    assert (
+        creates[1] == "create KUBE-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536"
+    )
+    assert "create KUBE-NODE-PORT-TCP bitmap:port range 0-65535" in creates
+    assert all(s.bucketsize is None and s.initval is None for s in r.ipsets)
 
 
 @pytest.mark.parametrize(
@@ -205,6 +227,13 @@ def test_parse_ipset_save_of_a_modern_kernel() -> None:
         "create X hash:ip\ncreate X hash:ip\n",
         "create X hash:ip family inet7\n",
         "create X hash:ip counters\n",
+        "create X hash:ip initval zz\n",
+        "create X hash:ip initval 0x100000000\n",
+        "create X hash:ip hashsize 0\n",
+        "create X hash:ip maxelem -1\n",
+        "create X bitmap:port range 1-100\n",
+        "create X bitmap:port family inet\n",
+        "create X bitmap:port range 0-65535 hashsize 1024\n",
         'create X hash:ip comment\nadd X 1.2.3.4 comment "hello"\n',
         'create X hash:ip\nadd X "1.2.3.4\n',
     ],
@@ -221,6 +250,10 @@ def test_parse_ipset_save_errors(text: str) -> None:
         IPSet("X" * 32, "hash:ip"),
         IPSet("X", "hash:ip", "ip"),
         IPSet("X", "hash:ip", "inet", ("1.2.3.4 comment",)),
+        IPSet("X", "bitmap:port", bucketsize=12),
+        IPSet("X", "bitmap:port", hashsize=2048),
+        IPSet("X", "hash:ip", initval=1 << 32),
+        IPSet("X", "hash:ip", hashsize=0),
     ],
 )
 def test_render_ipset_save_rejects(bad: IPSet) -> None:
@@ -284,7 +317,20 @@ def ipsets(draw: st.DrawFn) -> IPSet:
         element = st.builds(lambda a, p, n, b: f"{a},{p}:{n},{b}", ip, proto, ports, ip)
     elements = draw(st.lists(element, max_size=5, unique=True))
     family = "inet6" if v6 else "inet"
-    return IPSet(name, set_type, family, tuple(elements), comment)
+    if set_type == "bitmap:port":
+        return IPSet(name, set_type, family, tuple(elements), comment)
+    kernel = draw(st.booleans())  # as ipset 7.11+ prints a kernel's set, or kube-proxy's
+    return IPSet(
+        name,
+        set_type,
+        family,
+        tuple(elements),
+        comment,
+        hashsize=draw(st.sampled_from([64, 1024, 2048, 1 << 20])),
+        maxelem=draw(st.sampled_from([65536, 1, 1 << 31])),
+        bucketsize=draw(st.integers(2, 12)) if kernel else None,
+        initval=draw(st.integers(0, 0xFFFFFFFF)) if kernel else None,
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -397,9 +443,31 @@ def test_kernel_accepts_compiled_ipsets_and_rules(netns: str, family: str) -> No
         (s.name, s.type, s.family, s.comment) for s in r.ipsets
     ]
     assert [sorted(s.elements) for s in back] == [sorted(s.elements) for s in r.ipsets]
+    # the real tool's text reads and prints back byte for byte: its header has the
+    # kernel's bucketsize and hash seed, which a compiled set does not know
+    assert render_ipset_save(Ruleset(mode="ipvs", ipsets=back)) == saved.stdout
+    hashed = [s for s in back if not s.type.startswith("bitmap:")]
+    assert hashed and all(s.bucketsize == 12 and s.initval is not None for s in hashed)
+    assert {(s.hashsize, s.maxelem) for s in hashed} == {(1024, 65536)}
     tool = "ip6tables-restore" if family == "IPv6" else "iptables-restore"
     tested = in_netns(netns, tool, "--test", stdin=render_restore(r))
     assert tested.returncode == 0, tested.stderr
+
+
+@pytest.mark.kernel
+def test_kernel_grows_hashsize_and_the_text_keeps_it(netns: str) -> None:
+    # more entries than 1024 buckets of 12 can hold: the kernel must grow the table
+    # (at 5,000 it may or may not, depending on the random hash seed)
+    elements = [f"10.96.{i // 250}.{i % 250 + 1},tcp:80" for i in range(13_000)]
+    r = Ruleset(mode="ipvs", ipsets=(IPSet("KUBE-CLUSTER-IP", "hash:ip,port", "inet", elements),))
+    loaded = in_netns(netns, "ipset", "restore", stdin=render_ipset_save(r))
+    assert loaded.returncode == 0, loaded.stderr
+    saved = in_netns(netns, "ipset", "save")
+    assert saved.returncode == 0, saved.stderr
+    (back,) = parse_ipset_save(saved.stdout)
+    assert back.hashsize > 1024  # the kernel doubled the table, and says so
+    assert sorted(back.elements) == sorted(elements)
+    assert render_ipset_save(Ruleset(mode="ipvs", ipsets=(back,))) == saved.stdout
 
 
 def _without_ipvs_match(r: Ruleset) -> Ruleset:

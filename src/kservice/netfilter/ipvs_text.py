@@ -21,12 +21,18 @@ port (``-A -t 10.96.0.1:443 -s mh -p 10800 -b mh-port``: ipvsadm names the
 entry. kube-proxy creates hash sets with ``family inet|inet6 hashsize 1024
 maxelem 65536`` and ``bitmap:port`` sets with ``range 0-65535``
 (``pkg/proxy/ipvs/ipset/ipset.go`` ``createSet``), and adds bare entries (no
-per-entry comment, no ``comment`` flag on the set). The kernel chooses
-``bucketsize``/``initval`` itself (ipset 7.11+ prints them); the parser accepts
-and ignores them. The sets' comments exist only in kube-proxy (they appear in
-iptables rule comments), so :func:`parse_ipset_save` restores them from a
-name -> comment map (kube-proxy's, by default). ``bitmap:port`` sets have no
-family; they are read as ``inet``.
+per-entry comment, no ``comment`` flag on the set). What the kernel gives back
+differs in the header of hash sets: ipset 7.11+ appends ``bucketsize 12
+initval 0x6abf6a37`` (the hash seed, random per set), and ``hashsize`` is the
+table's current size, doubled by the kernel as the set grows (2048 once
+KUBE-CLUSTER-IP holds 5,000 entries). :class:`~kservice.netfilter.ruleset.IPSet`
+keeps all four, so a real dump reads and prints back byte for byte; a compiled
+Ruleset has kube-proxy's ``hashsize``/``maxelem`` and no ``bucketsize`` or
+``initval``, and so prints kube-proxy's own ``create`` arguments. The sets'
+comments exist only in kube-proxy (they appear in iptables rule comments), so
+:func:`parse_ipset_save` restores them from a name -> comment map
+(kube-proxy's, by default). ``bitmap:port`` sets have no family; they are read
+as ``inet``.
 
 Both parsers raise :class:`IPVSTextError` on anything they do not understand
 (with the line number), so nothing is dropped silently.
@@ -38,6 +44,8 @@ import ipaddress
 import shlex
 from collections.abc import Iterable, Mapping
 from typing import Final, Literal, cast
+
+import attrs
 
 from kservice.errors import KServiceError
 from kservice.netfilter.ruleset import IPSet, RealServer, Ruleset, VirtualServer
@@ -303,40 +311,71 @@ def render_ipset_save(ruleset: Ruleset) -> str:
         if len(s.name) > 31:
             raise IPVSTextError(f"set name {s.name!r} is longer than 31 characters")
         if s.type.startswith("bitmap:"):
+            if (s.hashsize, s.maxelem, s.bucketsize, s.initval) != (
+                _HASHSIZE,
+                _MAXELEM,
+                None,
+                None,
+            ):
+                raise IPVSTextError(
+                    f"set {s.name}: a {s.type} set has no hashsize, maxelem, bucketsize or initval"
+                )
             lines.append(f"create {s.name} {s.type} range {_PORT_RANGE}")
         else:
             if s.family not in ("inet", "inet6"):
                 raise IPVSTextError(f"set family {s.family!r} is not inet or inet6")
-            lines.append(
+            sizes = [("hashsize", s.hashsize), ("maxelem", s.maxelem), ("bucketsize", s.bucketsize)]
+            for what, value in sizes:
+                if value is not None and value < 1:
+                    raise IPVSTextError(f"set {s.name}: {what} {value} is not positive")
+            if s.initval is not None and not 0 <= s.initval <= 0xFFFFFFFF:
+                raise IPVSTextError(f"set {s.name}: initval {s.initval} is not 32-bit")
+            line = (
                 f"create {s.name} {s.type} family {s.family} "
-                f"hashsize {_HASHSIZE} maxelem {_MAXELEM}"
+                f"hashsize {s.hashsize} maxelem {s.maxelem}"
             )
+            if s.bucketsize is not None:
+                line += f" bucketsize {s.bucketsize}"
+            if s.initval is not None:
+                line += f" initval 0x{s.initval:08x}"  # as ipset prints it
+            lines.append(line)
         for element in s.elements:
             _check_word(element, "element")
             lines.append(f"add {s.name} {element}")
     return "".join(line + "\n" for line in lines)
 
 
-_IGNORED_CREATE_OPTIONS: Final = frozenset(
-    {"hashsize", "maxelem", "bucketsize", "initval", "range", "size"}
-)
+#: Hash-set header options kept in IPSet (``initval`` is hexadecimal).
+_HASH_OPTIONS: Final = frozenset({"hashsize", "maxelem", "bucketsize", "initval"})
+
+
+def _header_number(opt: str, text: str, number: int) -> int:
+    """A create option's number: ``initval`` in hex (``0x6abf6a37``), the sizes decimal."""
+    try:
+        value = int(text, 16) if opt == "initval" and text.lower().startswith("0x") else int(text)
+    except ValueError:
+        raise IPVSTextError(f"{opt} {text!r} is not a number", line=number) from None
+    if value < (0 if opt == "initval" else 1) or value > 0xFFFFFFFF or not text.isalnum():
+        raise IPVSTextError(f"{opt} {text!r} is out of range", line=number)
+    return value
 
 
 def parse_ipset_save(text: str, *, comments: Mapping[str, str] | None = None) -> tuple[IPSet, ...]:
     """Read ``ipset save`` output back into IPSets (in file order).
 
     ``comments`` maps set names to the comment to attach (default: kube-proxy's
-    set comments, :func:`kservice.proxy.ipvs.ipset_comments`). Creation options
-    that kube-proxy never varies (sizes, ranges, the kernel's bucketsize and
-    initval) are accepted and not kept; any other option, and per-entry
-    extensions (``comment``, ``timeout``...), raise :class:`IPVSTextError`.
+    set comments, :func:`kservice.proxy.ipvs.ipset_comments`). A hash set's
+    ``family``, ``hashsize``, ``maxelem``, ``bucketsize`` and ``initval`` are
+    kept; a ``bitmap:port`` set's ``range`` must be kube-proxy's ``0-65535``.
+    Any other option, and per-entry extensions (``comment``, ``timeout``...),
+    raise :class:`IPVSTextError`.
     """
     if comments is None:
         from kservice.proxy.ipvs import ipset_comments
 
         comments = ipset_comments()
     order: list[str] = []
-    heads: dict[str, tuple[str, str]] = {}
+    heads: dict[str, IPSet] = {}
     elements: dict[str, list[str]] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -351,21 +390,39 @@ def parse_ipset_save(text: str, *, comments: Mapping[str, str] | None = None) ->
             name, set_type = words[1], words[2]
             if name in heads:
                 raise IPVSTextError(f"set {name!r} created twice", line=number)
+            bitmap = set_type.startswith("bitmap:")
             family = "inet"
+            header: dict[str, int] = {}
             opts = words[3:]
             i = 0
             while i < len(opts):
                 opt = opts[i]
-                if opt == "family" and i + 1 < len(opts):
+                if opt == "family" and i + 1 < len(opts) and not bitmap:
                     family = opts[i + 1]
                     if family not in ("inet", "inet6"):
                         raise IPVSTextError(f"unknown family {family!r}", line=number)
                     i += 2
-                elif opt in _IGNORED_CREATE_OPTIONS and i + 1 < len(opts):
+                elif opt in _HASH_OPTIONS and i + 1 < len(opts) and not bitmap:
+                    header[opt] = _header_number(opt, opts[i + 1], number)
+                    i += 2
+                elif opt == "range" and i + 1 < len(opts) and bitmap:
+                    if opts[i + 1] != _PORT_RANGE:
+                        raise IPVSTextError(
+                            f"range {opts[i + 1]!r} is not modelled (kube-proxy's: {_PORT_RANGE})",
+                            line=number,
+                        )
                     i += 2
                 else:
                     raise IPVSTextError(f"unsupported create option {opt!r}", line=number)
-            heads[name] = (set_type, family)
+            heads[name] = IPSet(
+                name,
+                set_type,
+                family,
+                hashsize=header.get("hashsize", _HASHSIZE),
+                maxelem=header.get("maxelem", _MAXELEM),
+                bucketsize=header.get("bucketsize"),
+                initval=header.get("initval"),
+            )
             elements[name] = []
             order.append(name)
         elif cmd in ("add", "-A") and len(words) >= 3:
@@ -378,12 +435,6 @@ def parse_ipset_save(text: str, *, comments: Mapping[str, str] | None = None) ->
         else:
             raise IPVSTextError(f"expected create or add, got {line!r}", line=number)
     return tuple(
-        IPSet(
-            name=name,
-            type=heads[name][0],
-            family=heads[name][1],
-            elements=tuple(elements[name]),
-            comment=comments.get(name),
-        )
+        attrs.evolve(heads[name], elements=tuple(elements[name]), comment=comments.get(name))
         for name in order
     )

@@ -433,13 +433,25 @@ class Table:
 
 @attrs.frozen
 class IPSet:
-    """An ipset (IPVS mode): ``hash:ip,port`` etc., elements as ipset prints them."""
+    """An ipset (IPVS mode): ``hash:ip,port`` etc., elements as ipset prints them.
+
+    The hash-set header is what ``ipset save`` prints: ``hashsize`` and
+    ``maxelem`` (kube-proxy creates every hash set with 1024 and 65536; the
+    kernel doubles ``hashsize`` as the set grows), and ``bucketsize`` /
+    ``initval``, which kernels with ipset 7.11+ report (12 and a random hash
+    seed unless given) and kube-proxy never passes: None when not known, as in a
+    compiled Ruleset. ``bitmap:port`` sets have none of these.
+    """
 
     name: str
     type: str
     family: str = "inet"
     elements: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     comment: str | None = None
+    hashsize: int = 1024
+    maxelem: int = 65536
+    bucketsize: int | None = None
+    initval: int | None = None
 
 
 @attrs.frozen
