@@ -8,11 +8,12 @@ from array import array
 from fractions import Fraction
 
 import pytest
-from util import NODE_IP, Clock, chi_square_p, ruleset, service
+from util import NODE_IP, Clock, ruleset, service
 
 import kservice.engine as engine_module
 from kservice.engine import Engine, EngineError, Packet, Verdict
 from kservice.engine._explore import numgen_probability
+from kservice.kernel.stats import chi_square_p
 from kservice.netfilter.ruleset import Chain, RawMatch, Rule, Ruleset, Table
 
 EPS3 = ["10.244.1.5", "10.244.2.6", "10.244.2.7"]

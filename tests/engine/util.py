@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import yaml
@@ -100,43 +99,3 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def chi_square_p(observed: list[int], expected: list[float]) -> float:
-    """p-value of Pearson's chi-square test (``expected`` as probabilities)."""
-    n = sum(observed)
-    stat = sum((o - n * p) ** 2 / (n * p) for o, p in zip(observed, expected, strict=True))
-    return _gamma_q((len(observed) - 1) / 2, stat / 2)
-
-
-def _gamma_q(s: float, x: float) -> float:
-    """Regularized upper incomplete gamma Q(s, x) (series / continued fraction)."""
-    if x <= 0:
-        return 1.0
-    if x < s + 1:
-        term = total = 1.0 / s
-        k = s
-        while abs(term) > 1e-15 * abs(total):
-            k += 1
-            term *= x / k
-            total += term
-        return 1.0 - total * math.exp(-x + s * math.log(x) - math.lgamma(s))
-    # Lentz's continued fraction
-    b = x + 1 - s
-    c = 1 / 1e-300
-    d = 1 / b
-    h = d
-    i = 1
-    while True:
-        an = -i * (i - s)
-        b += 2
-        d = an * d + b
-        d = 1 / (d if abs(d) > 1e-300 else 1e-300)
-        c = b + an / c
-        c = c if abs(c) > 1e-300 else 1e-300
-        delta = d * c
-        h *= delta
-        if abs(delta - 1) < 1e-15:
-            break
-        i += 1
-    return math.exp(-x + s * math.log(x) - math.lgamma(s)) * h

@@ -254,6 +254,28 @@ class Engine:
             out[self.lookup(p)] += 1
         return out
 
+    def follow(self, packet: Packet, verdict: Verdict, *, attempts: int = 1000) -> bool:
+        """Send ``packet`` as :meth:`lookup` does, but along a path that ends in
+        ``verdict``, so the engine's state (affinity entries, tracked
+        connections, IPVS counters) becomes what it would be had the kernel's
+        random choice been the one observed. Returns False, changing nothing,
+        when the rules cannot lead there from the current state.
+
+        The engine draws from its own stream until a draw leads to ``verdict``
+        (restoring its state after each miss), so any path the rules allow is
+        found: the chance of missing one with probability ``p`` is
+        ``(1 - p) ** attempts``.
+        """
+        if verdict not in self.exact_distribution(packet):
+            return False
+        state = self.state
+        for _ in range(max(1, attempts)):
+            saved = state.snapshot()
+            if self.lookup(packet) == verdict:
+                return True
+            state.restore(saved)
+        return False
+
     def lookup_batch(
         self,
         dst: Any,

@@ -53,6 +53,35 @@ class State:
         self.templates: dict[tuple[int, int], tuple[int, float]] = {}
         self._tables: dict[int, list[int]] = {}
 
+    # -- snapshots (Engine.follow) ------------------------------------------------
+    def snapshot(self) -> tuple[Any, ...]:
+        """Everything a lookup may write, copied (restore with :meth:`restore`)."""
+        return (
+            dict(self.recent_seen),
+            dict(self.dynamic),
+            dict(self.conntrack),
+            list(self.rr_pos),
+            list(self.wrr),
+            [list(c) for c in self.conns],
+            dict(self.templates),
+        )
+
+    def restore(self, snap: tuple[Any, ...]) -> None:
+        """Put back a :meth:`snapshot`, in place (the twins hold these objects)."""
+        recent, dynamic, conntrack, rr_pos, wrr, conns, templates = snap
+        for mine, saved in (
+            (self.recent_seen, recent),
+            (self.dynamic, dynamic),
+            (self.conntrack, conntrack),
+            (self.templates, templates),
+        ):
+            mine.clear()
+            mine.update(saved)
+        self.rr_pos[:] = rr_pos
+        self.wrr[:] = wrr
+        for mine_c, saved_c in zip(self.conns, conns, strict=True):
+            mine_c[:] = saved_c
+
     # -- xt_recent ------------------------------------------------------------------
     def recent(
         self, table: int, flags: int, seconds: int, addr: int, now: float, dry: bool
