@@ -262,18 +262,21 @@ class Engine:
         when the rules cannot lead there from the current state.
 
         The engine draws from its own stream until a draw leads to ``verdict``
-        (restoring its state after each miss), so any path the rules allow is
-        found: the chance of missing one with probability ``p`` is
-        ``(1 - p) ** attempts``.
+        (restoring its state after each miss, except the IPVS round-robin
+        position, which moves on to the server the kernel's must have been
+        at), so any path the rules allow is found: the chance of missing one
+        with probability ``p`` is ``(1 - p) ** attempts``.
         """
         if verdict not in self.exact_distribution(packet):
             return False
         state = self.state
+        start = state.snapshot()
         for _ in range(max(1, attempts)):
             saved = state.snapshot()
             if self.lookup(packet) == verdict:
                 return True
-            state.restore(saved)
+            state.restore(saved, scheduler=False)
+        state.restore(start)
         return False
 
     def lookup_batch(

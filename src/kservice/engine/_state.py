@@ -66,8 +66,9 @@ class State:
             dict(self.templates),
         )
 
-    def restore(self, snap: tuple[Any, ...]) -> None:
-        """Put back a :meth:`snapshot`, in place (the twins hold these objects)."""
+    def restore(self, snap: tuple[Any, ...], *, scheduler: bool = True) -> None:
+        """Put back a :meth:`snapshot`, in place (the twins hold these objects);
+        with ``scheduler=False`` the IPVS round-robin positions move on."""
         recent, dynamic, conntrack, rr_pos, wrr, conns, templates = snap
         for mine, saved in (
             (self.recent_seen, recent),
@@ -77,8 +78,9 @@ class State:
         ):
             mine.clear()
             mine.update(saved)
-        self.rr_pos[:] = rr_pos
-        self.wrr[:] = wrr
+        if scheduler:
+            self.rr_pos[:] = rr_pos
+            self.wrr[:] = wrr
         for mine_c, saved_c in zip(self.conns, conns, strict=True):
             mine_c[:] = saved_c
 
