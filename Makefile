@@ -17,6 +17,8 @@ demo: venv build
 	$(VENV)/bin/kservice alloc examples/
 	$(VENV)/bin/kservice dns backend-api.production -n staging examples/
 	$(VENV)/bin/kservice compile examples/ --mode nftables --node node-a --cluster-cidr 10.244.0.0/16
+	$(VENV)/bin/kservice trace examples/ --mode nftables --node node-a --cluster-cidr 10.244.0.0/16 \
+		--from pod:production/backend-api-7c9d6b5f4-2xk8p --dst 10.109.131.193 --dport 80
 
 test: deps venv build lint typecheck pytest
 
