@@ -628,7 +628,9 @@ class Topology:
         node = group["node"]
         node_cmds: list[str] = ["link set lo up"]
         peers: list[tuple[str, str, int, tuple[str, ...]]] = []  # role, node-side dev, index, addrs
-        peers.append(("external", "eth0", 0, tuple(c.address for c in plan.external)))
+        # one address may serve several purposes (the same source range in two Services)
+        outside = tuple(dict.fromkeys(c.address for c in plan.external))
+        peers.append(("external", "eth0", 0, outside))
         for i, pod in enumerate(plan.pods):
             peers.append((pod.role, f"{plan.pod_interface_prefix}{i}", i + 1, pod.addresses))
         remote_index = len(plan.pods) + 1

@@ -423,7 +423,9 @@ def plan_probes(plan: TopologyPlan, views: Sequence[NodeView]) -> list[Probe]:
             for vip in p.load_balancer_vips:
                 if p.load_balancer_source_ranges:
                     for c in plan.external:
-                        if c.service == name and c.purpose in ("allowed", "denied"):
+                        if c.service != name or c.purpose not in ("allowed", "denied"):
+                            continue
+                        if family_of(c.address) == family_of(vip):
                             source = f"{c.purpose} source" + (
                                 f" ({c.source_range})" if c.source_range else ""
                             )
