@@ -22,6 +22,40 @@ from cpython.ref cimport PyObject
 cdef extern from *:
     void __builtin_prefetch(const void *addr) nogil
 
+
+cdef extern from *:
+    """
+    #include <stdlib.h>
+    #include <string.h>
+    #if defined(__linux__)
+    #include <sys/mman.h>
+    #endif
+    /* Zeroed memory for the big lookup tables: 64-byte aligned (a flow slot is
+       one cache line), and from 2 MiB up in whole 2 MiB pages marked for
+       transparent huge pages, so that a lookup into a table of tens of
+       megabytes does not also miss the TLB. Freed with free(). */
+    static void *ks_table_alloc(size_t bytes) {
+        void *p = NULL;
+        size_t align = 64;
+        if (bytes == 0) bytes = 64;
+    #if defined(_WIN32)
+        return calloc(1, bytes);
+    #else
+        if (bytes >= ((size_t)2 << 20)) {
+            align = (size_t)2 << 20;
+            bytes = (bytes + align - 1) & ~(align - 1);
+        }
+        if (posix_memalign(&p, align, bytes) != 0) return NULL;
+    #if defined(__linux__) && defined(MADV_HUGEPAGE)
+        if (align > 64) madvise(p, bytes, MADV_HUGEPAGE);
+    #endif
+        memset(p, 0, bytes);
+        return p;
+    #endif
+    }
+    """
+    void *ks_table_alloc(size_t bytes) nogil
+
 from array import array
 
 from kservice.engine.packet import KINDS, EngineError, Verdict
@@ -37,6 +71,9 @@ cdef enum:
     N_STAT = 2
     N_NUMGEN = 3
     FLOW_CACHE_MAX = 1048576
+    FC_USED = 0x80000000  # in FlowSlot.meta: the slot holds a flow
+    AHEAD_SLOT = 16  # lookup_batch: prefetch a packet's flow slot this many packets ahead,
+    AHEAD_FIND = 8   # ... and find it, and prefetch its leaf, this many
     M_SADDR = 1
     M_DADDR = 2
     M_PROTO = 3
@@ -125,24 +162,20 @@ cdef struct Ctx:
     uint32_t params[MAX_DRAWS]
 
 
-cdef struct FlowSlot:
-    uint64_t s_hi, s_lo, d_hi, d_lo, iif
-    uint32_t meta  # dport | proto << 16 | origin << 24
-    int32_t root   # node index; -1 free; -2 not cacheable
-    uint32_t used
-
-
-cdef struct Node:
+cdef struct Node:  # 16 bytes: four to a cache line
     uint8_t type   # N_UNKNOWN, N_LEAF, N_STAT, N_NUMGEN
-    uint8_t res    # leaf: R_* of the packet
-    uint8_t masq
-    uint8_t pad
-    uint16_t port
-    uint16_t pad2
-    uint32_t addr  # leaf: the destination after DNAT (IPv4; low bits for IPv6)
-    int32_t dnat
+    uint8_t res    # leaf: R_* of the packet | masquerade << 4
+    uint16_t port  # leaf: the destination port after DNAT
     uint32_t value  # leaf: rules evaluated; draw: threshold or modulus
-    int32_t first_child
+    int32_t link   # leaf: the DNAT address id (-1: none); draw: the first child
+    uint32_t addr  # leaf: the destination after DNAT (IPv4; low bits for IPv6)
+
+
+cdef struct FlowSlot:  # 64 bytes: one cache line
+    uint64_t s_hi, s_lo, d_hi, d_lo, iif
+    uint32_t meta  # dport | proto << 16 | origin << 24 | FC_USED; 0: free
+    int32_t root   # node index; -2 not cacheable
+    Node head      # a copy of the root node: a hit one draw deep reads this line and its leaf
 
 
 cdef struct Slot:
@@ -161,6 +194,17 @@ cdef inline uint64_t _mix(uint64_t a_hi, uint64_t a_lo, uint64_t small, uint64_t
     h *= <uint64_t>0xD6E8FEB86659FD93
     h ^= h >> 29
     return h
+
+
+cdef uint64_t GOLDEN = 0x9E3779B97F4A7C15
+
+
+cdef inline uint32_t _splitmix32(uint64_t z) noexcept nogil:
+    """The draw made at PRNG state ``z`` (splitmix64's output, upper 32 bits)."""
+    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9
+    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EB
+    z ^= z >> 31
+    return <uint32_t>(z >> 32)
 
 
 cdef class Machine:
@@ -410,12 +454,8 @@ cdef class Machine:
 
     # -- PRNG ----------------------------------------------------------------------------
     cdef inline uint32_t _u32(self) noexcept:
-        self.rng += <uint64_t>0x9E3779B97F4A7C15
-        cdef uint64_t z = self.rng
-        z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9
-        z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EB
-        z ^= z >> 31
-        return <uint32_t>(z >> 32)
+        self.rng += GOLDEN
+        return _splitmix32(self.rng)
 
     cdef inline uint32_t _draw(self, Ctx *ctx, uint8_t kind, uint32_t param) noexcept:
         """A random u32 for a statistic/numgen decision; while recording for the
@@ -639,12 +679,18 @@ cdef class Machine:
     # running the interpreter with the draws already made replayed.
     cdef void _fc_init(self, int64_t cap) except *:
         free(self.fc_slots)
-        self.fc_slots = <FlowSlot *>self._alloc(cap, sizeof(FlowSlot))
+        self.fc_slots = NULL
+        self.fc_slots = <FlowSlot *>ks_table_alloc(cap * sizeof(FlowSlot))
+        if self.fc_slots == NULL:
+            raise MemoryError()
         self.fc_mask = cap - 1
         self.fc_used = 0
         free(self.nodes)
+        self.nodes = NULL
         self.cap_nodes = 4096
-        self.nodes = <Node *>self._alloc(self.cap_nodes, sizeof(Node))
+        self.nodes = <Node *>ks_table_alloc(self.cap_nodes * sizeof(Node))
+        if self.nodes == NULL:
+            raise MemoryError()
         self.n_nodes = 0
 
     def clear_flow_cache(self):
@@ -662,12 +708,13 @@ cdef class Machine:
         return _mix(st.d_hi, st.d_lo, <uint64_t>meta ^ (st.iif << 32), st.s_hi, st.s_lo)
 
     cdef int64_t _fc_find(self, Pkt *st, uint32_t meta) noexcept:
-        """The slot of this packet's key, or of the free slot where it would go."""
+        """The slot of this packet's key (``meta`` with FC_USED), or of the free
+        slot where it would go."""
         cdef uint64_t h = self._fc_hash(st, meta)
         cdef FlowSlot *f
         while True:
             f = &self.fc_slots[h & <uint64_t>self.fc_mask]
-            if not f.used:
+            if f.meta == 0:
                 return <int64_t>(h & <uint64_t>self.fc_mask)
             if f.d_lo == st.d_lo and f.s_lo == st.s_lo and f.meta == meta and \
                     f.d_hi == st.d_hi and f.s_hi == st.s_hi and f.iif == st.iif:
@@ -681,39 +728,44 @@ cdef class Machine:
         cdef uint64_t h
         cdef FlowSlot *f
         cdef Pkt key
-        self.fc_slots = <FlowSlot *>calloc(cap, sizeof(FlowSlot))
+        self.fc_slots = <FlowSlot *>ks_table_alloc(cap * sizeof(FlowSlot))
         if self.fc_slots == NULL:
             self.fc_slots = old
             raise MemoryError()
         self.fc_mask = cap - 1
         for i in range(old_cap):
             f = &old[i]
-            if f.used:
+            if f.meta != 0:
                 key.s_hi = f.s_hi
                 key.s_lo = f.s_lo
                 key.d_hi = f.d_hi
                 key.d_lo = f.d_lo
                 key.iif = f.iif
                 h = self._fc_hash(&key, f.meta)
-                while self.fc_slots[h & <uint64_t>self.fc_mask].used:
+                while self.fc_slots[h & <uint64_t>self.fc_mask].meta != 0:
                     h += 1
                 self.fc_slots[h & <uint64_t>self.fc_mask] = f[0]
         free(old)
         self.fc_gen += 1
 
     cdef int32_t _new_nodes(self, int64_t n) except -1:
+        """``n`` fresh nodes; a group of children starts on a cache line when
+        that keeps it on fewer lines (padding nodes stay N_UNKNOWN, unused)."""
         cdef int64_t first = self.n_nodes
         cdef int64_t cap = self.cap_nodes
         cdef Node *grown
+        if n > 1 and ((first & 3) + n + 3) // 4 > (n + 3) // 4:
+            first = (first + 3) & ~(<int64_t>3)
         if first + n > 0x7FFFFFFF:
             return -1
         if first + n > cap:
             while first + n > cap:
                 cap *= 2
-            grown = <Node *>realloc(self.nodes, cap * sizeof(Node))
+            grown = <Node *>ks_table_alloc(cap * sizeof(Node))
             if grown == NULL:
                 raise MemoryError()
-            memset(&grown[self.cap_nodes], 0, (cap - self.cap_nodes) * sizeof(Node))
+            memcpy(grown, self.nodes, self.cap_nodes * sizeof(Node))
+            free(self.nodes)
             self.nodes = grown
             self.cap_nodes = cap
         self.n_nodes = first + n
@@ -723,7 +775,7 @@ cdef class Machine:
         """Run a packet through the flow cache (``known``: its slot, when the
         batch pipeline already found it and it holds this very flow)."""
         cdef uint32_t meta = <uint32_t>st.dport | (<uint32_t>st.proto << 16) | \
-            (<uint32_t>origin << 24)
+            (<uint32_t>origin << 24) | FC_USED
         cdef int64_t slot, node, child
         cdef FlowSlot *f
         cdef Node *nd
@@ -743,19 +795,18 @@ cdef class Machine:
             slot = self._fc_find(st, meta)
         f = &self.fc_slots[slot]
         ctx.nreplay = 0
-        if f.used:
+        if f.meta != 0:
             if f.root < 0:
                 return self._run(st, origin, ctx)
-            node = f.root
+            nd = &f.head
             while True:
-                nd = &self.nodes[node]
                 if nd.type == N_LEAF:
                     st.d_lo = nd.addr if self.family == 4 else st.d_lo
-                    st.dnat = nd.dnat
+                    st.dnat = nd.link
                     st.dport = nd.port
-                    st.masq = nd.masq
+                    st.masq = nd.res >> 4
                     st.rules = nd.value
-                    return nd.res
+                    return nd.res & 15
                 if nd.type == N_UNKNOWN:
                     break
                 r = self._u32()
@@ -765,7 +816,7 @@ cdef class Machine:
                     branch = 0 if (r & 0x7FFFFFFF) < nd.value else 1
                 else:
                     branch = (<uint64_t>r * <uint64_t>nd.value) >> 32
-                node = nd.first_child + <int64_t>branch
+                nd = &self.nodes[nd.link + <int64_t>branch]
         else:
             if self.fc_used >= FLOW_CACHE_MAX:
                 return self._run(st, origin, ctx)
@@ -773,14 +824,14 @@ cdef class Machine:
             if node < 0:
                 return self._run(st, origin, ctx)
             f = &self.fc_slots[slot]
-            f.used = 1
+            f.meta = meta
             f.s_hi = st.s_hi
             f.s_lo = st.s_lo
             f.d_hi = st.d_hi
             f.d_lo = st.d_lo
             f.iif = st.iif
-            f.meta = meta
             f.root = <int32_t>node
+            f.head = self.nodes[node]
             self.fc_used += 1
         # record: run the rules, the draws made so far replayed first
         ctx.recording = True
@@ -805,25 +856,26 @@ cdef class Machine:
                 nd = &self.nodes[node]  # the pool may have moved
                 nd.type = ctx.kinds[i]
                 nd.value = ctx.params[i]
-                nd.first_child = <int32_t>child
+                nd.link = <int32_t>child
             r = ctx.draws[i]
             if nd.type == N_STAT:
                 branch = 0 if (r & 0x7FFFFFFF) < nd.value else 1
             else:
                 branch = (<uint64_t>r * <uint64_t>nd.value) >> 32
-            node = nd.first_child + <int64_t>branch
+            node = nd.link + <int64_t>branch
         self._leaf(node, res, st)
         self._fill(&orig, origin, f.root, ctx, 0)
+        f = &self.fc_slots[slot]
+        f.head = self.nodes[f.root]  # only this path changes a root
         return res
 
     cdef void _leaf(self, int64_t node, int res, Pkt *st) noexcept:
         cdef Node *nd = &self.nodes[node]
         nd.type = N_LEAF
-        nd.res = <uint8_t>res
-        nd.dnat = <int32_t>st.dnat
+        nd.res = <uint8_t>(res | (st.masq << 4))
+        nd.link = <int32_t>st.dnat
         nd.addr = <uint32_t>st.d_lo
         nd.port = <uint16_t>st.dport
-        nd.masq = <uint8_t>st.masq
         nd.value = <uint32_t>st.rules
 
     cdef int _fill(self, Pkt *orig, int origin, int64_t node, Ctx *ctx, int depth) except -1:
@@ -843,7 +895,7 @@ cdef class Machine:
         n = 2 if nd.type == N_STAT else nd.value
         for k in range(n):
             nd = &self.nodes[node]
-            first = nd.first_child
+            first = nd.link
             value = nd.value
             if nd.type == N_STAT:
                 if k == 0:
@@ -885,7 +937,7 @@ cdef class Machine:
                 nd = &self.nodes[child]
                 nd.type = ctx.kinds[depth + 1]
                 nd.value = ctx.params[depth + 1]
-                nd.first_child = <int32_t>first
+                nd.link = <int32_t>first
             if self.nodes[child].type == N_STAT or self.nodes[child].type == N_NUMGEN:
                 ctx.draws[depth] = <uint32_t>forced
                 self._fill(orig, origin, child, ctx, depth + 1)
@@ -1308,22 +1360,30 @@ cdef class Machine:
 
 
     cdef inline void _prefetch_stage(
-        self, Py_ssize_t i, Py_ssize_t n, int64_t *ring,
+        self, Py_ssize_t i, Py_ssize_t n, int64_t *ring, int64_t *window,
         const uint32_t[:] dst4, const uint64_t[:] dst6, const uint32_t[:] src4,
         const uint64_t[:] src6, const uint16_t[:] dport_v, const uint8_t[:] proto_v,
         bint has_src, bint has_proto, bint v6, int origin, Pkt *ahead,
     ) noexcept:
-        """Software pipelining over the batch: 16 packets ahead, prefetch the flow
-        slot; 8 ahead, find it (now cached; the slot is kept for the packet's
-        turn) and prefetch its tree's root; 4 ahead, prefetch the root's
-        children, one of which is the packet's leaf. Each packet's three cache
-        misses overlap with other packets' work."""
-        cdef Py_ssize_t j = i + 16
-        cdef uint32_t meta
-        cdef int64_t slot, root
+        """Software pipelining over the batch: AHEAD_SLOT packets ahead, prefetch
+        the flow slot (one cache line, holding a copy of the tree's root);
+        AHEAD_FIND ahead, find it (now cached; the slot is kept for the
+        packet's turn) and prefetch the leaf the packet will reach. Which leaf
+        depends on the packet's random draw, and the draws are a known stream:
+        if every packet in between draws as its tree's root says (one draw
+        for nftables' numgen), the packet's draw is the PRNG ``window + 1``
+        steps on, so its leaf is prefetched exactly; a wrong guess only costs
+        a useless prefetch. Each packet's two cache misses overlap with other
+        packets' work. ``ring``: per packet ahead, its slot, the table
+        generation, and the draws it is expected to make; ``window``: those
+        expected draws summed over the packets from ``i`` up to the one
+        AHEAD_FIND ahead."""
+        cdef Py_ssize_t j = i + AHEAD_SLOT
+        cdef uint32_t meta, r
+        cdef int64_t slot, expect
         cdef FlowSlot *f
         cdef Node *nd
-        cdef int64_t k
+        cdef uint64_t branch
         if j < n:
             if v6:
                 ahead.d_hi = dst6[2 * j]
@@ -1336,12 +1396,9 @@ cdef class Machine:
                 if has_src:
                     ahead.s_lo = src4[j]
             meta = <uint32_t>dport_v[j] | (<uint32_t>(proto_v[j] if has_proto else 6) << 16) | \
-                (<uint32_t>origin << 24)
-            ahead.dport = meta
+                (<uint32_t>origin << 24) | FC_USED
             __builtin_prefetch(&self.fc_slots[self._fc_hash(ahead, meta) & <uint64_t>self.fc_mask])
-            ring[j & 31] = -1
-            ring[32 + (j & 31)] = -1
-        j = i + 8
+        j = i + AHEAD_FIND
         if j < n:
             if v6:
                 ahead.d_hi = dst6[2 * j]
@@ -1354,27 +1411,26 @@ cdef class Machine:
                 if has_src:
                     ahead.s_lo = src4[j]
             meta = <uint32_t>dport_v[j] | (<uint32_t>(proto_v[j] if has_proto else 6) << 16) | \
-                (<uint32_t>origin << 24)
+                (<uint32_t>origin << 24) | FC_USED
             slot = self._fc_find(ahead, meta)
             f = &self.fc_slots[slot]
-            root = f.root if f.used else -1
-            ring[j & 31] = root
             # a slot that holds this flow stays its slot until the table is rebuilt
-            ring[32 + (j & 31)] = slot if f.used else -1
-            ring[64 + (j & 31)] = self.fc_gen
-            if root >= 0:
-                __builtin_prefetch(&self.nodes[root])
-        j = i + 4
-        if j < n:
-            root = ring[j & 31]
-            if root >= 0 and root < self.n_nodes:
-                nd = &self.nodes[root]
+            ring[j & 31] = slot if f.meta != 0 else -1
+            ring[32 + (j & 31)] = self.fc_gen
+            expect = 1  # a new flow: guess one draw
+            if f.meta != 0 and f.root >= 0:
+                nd = &f.head
                 if nd.type == N_STAT or nd.type == N_NUMGEN:
-                    k = nd.first_child
-                    __builtin_prefetch(&self.nodes[k])
-                    __builtin_prefetch(&self.nodes[k + 3])
-                    __builtin_prefetch(&self.nodes[k + 6])
-                    __builtin_prefetch(&self.nodes[k + 9])
+                    r = _splitmix32(self.rng + <uint64_t>(window[0] + 1) * GOLDEN)
+                    if nd.type == N_STAT:
+                        branch = 0 if (r & 0x7FFFFFFF) < nd.value else 1
+                    else:
+                        branch = (<uint64_t>r * <uint64_t>nd.value) >> 32
+                    __builtin_prefetch(&self.nodes[nd.link + <int64_t>branch])
+                elif nd.type == N_LEAF:
+                    expect = 0
+            ring[64 + (j & 31)] = expect
+            window[0] += expect - ring[64 + (i & 31)]
 
     def lookup_batch(self, dst, dport, proto, src, sport, int origin, iif, double now,
                      Py_ssize_t n, kind_out, addr_out, port_out, masq_out, rules_out):
@@ -1403,7 +1459,8 @@ cdef class Machine:
         cdef uint64_t iif_mask = <uint64_t>iif
         cdef int64_t pr = 6, sp = 0
         cdef Pkt ahead
-        cdef int64_t ring[96]  # per packet ahead: tree root, slot, table generation
+        cdef int64_t ring[96]  # per packet ahead: slot, table generation, expected draws
+        cdef int64_t window = AHEAD_FIND
         cdef int64_t known
         cdef bint prefetch = self.flow_cache and not has_sport
         cdef Ctx ctx
@@ -1430,9 +1487,11 @@ cdef class Machine:
         ahead.s_lo = s_lo
         ahead.d_hi = 0
         ahead.iif = iif_mask
+        for i in range(AHEAD_FIND):
+            ring[64 + i] = 1  # the first packets are not looked at ahead: guess one draw each
         for i in range(n):
             if prefetch:
-                self._prefetch_stage(i, n, ring, dst4, dst6, src4, src6, dport_v, proto_v,
+                self._prefetch_stage(i, n, ring, &window, dst4, dst6, src4, src6, dport_v, proto_v,
                                      has_src, has_proto, v6, origin, &ahead)
             if v6:
                 d_hi = dst6[2 * i]
@@ -1450,8 +1509,8 @@ cdef class Machine:
                 sp = sport_v[i]
             self._init(&st, s_hi, s_lo, sp, d_hi, d_lo, dport_v[i], pr, iif_mask)
             known = -1
-            if prefetch and i >= 8 and ring[64 + (i & 31)] == self.fc_gen:
-                known = ring[32 + (i & 31)]
+            if prefetch and i >= AHEAD_FIND and ring[32 + (i & 31)] == self.fc_gen:
+                known = ring[i & 31]
             res = self._cached_run(&st, origin, &ctx, known)
             if res == R_DROP or res == R_REJECT:
                 kind_v[i] = K_DROP if res == R_DROP else K_REJECT
