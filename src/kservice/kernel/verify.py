@@ -704,6 +704,16 @@ class _Runner:
         )
 
 
+def _engines(
+    views: Sequence[NodeView], rulesets: Sequence[Ruleset], seed: int
+) -> dict[str, Engine]:
+    """One engine per family (seeds ``seed``, ``seed + 1``)."""
+    return {
+        v.ip_family: Engine(rs, seed=seed + i)
+        for i, (v, rs) in enumerate(zip(views, rulesets, strict=True))
+    }
+
+
 # -- the whole run ------------------------------------------------------------------------------
 
 
@@ -756,13 +766,9 @@ def verify(
         elif mode == "ipvs" and any(s.skipped for s in steps):
             notes.append("IPVS: no virtual server could be programmed, so nothing was probed")
         else:
-            engines = {
-                v.ip_family: Engine(rs, seed=seed + i)
-                for i, (v, rs) in enumerate(zip(views, rulesets, strict=True))
-            }
             runner = _Runner(
                 topo,
-                engines,
+                _engines(views, rulesets, seed),
                 connections=connections,
                 deterministic_connections=deterministic_connections,
                 timeout=timeout,
@@ -785,7 +791,7 @@ def verify(
             tuple(results),
             tuple(checks),
             tuple(notes),
-            plan.to_dict(),
+            {**plan.to_dict(), "namespaces": sorted(topo.names.values())},
         )
 
 
@@ -857,13 +863,9 @@ def verify_delta(
                     f"the connection to {before.endpoint} opened before the update "
                     f"gave {after} after it"
                 )
-        engines = {
-            v.ip_family: Engine(rs, seed=seed + i)
-            for i, (v, rs) in enumerate(zip(new_views, new_rules, strict=True))
-        }
         runner = _Runner(
             topo,
-            engines,
+            _engines(new_views, new_rules, seed),
             connections=connections,
             deterministic_connections=3,
             timeout=timeout,
