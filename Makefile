@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-DEB_PACKAGES := nftables iptables ipset iproute2 ipvsadm
+DEB_PACKAGES := nftables iptables ipset iproute2 ipvsadm procps
 
 .PHONY: demo test lint typecheck pytest bench deps venv build clean
 

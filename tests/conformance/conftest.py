@@ -9,25 +9,20 @@ nothing here touches the root namespace's rules, routes or interfaces.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
+from kservice.kernel.netns import kernel_unavailable as _kernel_unavailable
+
 TOOLS = ("ip", "nft", "iptables-restore", "ip6tables-restore")
 
 
 def kernel_unavailable() -> str | None:
     """Why the kernel tests cannot run here, or ``None``."""
-    if os.geteuid() != 0:
-        return "kernel tests need root (network namespaces)"
-    for tool in TOOLS:
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    return None
+    return _kernel_unavailable(TOOLS)
 
 
 class Netns:

@@ -267,19 +267,15 @@ def test_ipvs_mode_checks_what_it_can_and_says_why() -> None:
 def _runner_for(kernel_rules: str, engine_rules: str) -> tuple[Any, ...]:
     """Kernel loaded with one config's rules, engine built from another's."""
     cluster = feature_cluster()
-    views, kernel = compile_node(
-        cluster,
-        "node-a",
-        "iptables",
-        families=("IPv4",),
-        config=ProxyConfig(cluster_cidrs=FEATURE_CIDRS, masquerade_all=kernel_rules == "masq"),
-    )
-    _, engine = compile_node(
-        cluster,
-        "node-a",
-        "iptables",
-        families=("IPv4",),
-        config=ProxyConfig(cluster_cidrs=FEATURE_CIDRS, masquerade_all=engine_rules == "masq"),
+    (views, kernel), (_, engine) = (
+        compile_node(
+            cluster,
+            "node-a",
+            "iptables",
+            families=("IPv4",),
+            config=ProxyConfig(cluster_cidrs=FEATURE_CIDRS, masquerade_all=rules == "masq"),
+        )
+        for rules in (kernel_rules, engine_rules)
     )
     return cluster, views, kernel[0], engine[0]
 

@@ -23,7 +23,6 @@ import ipaddress
 import os
 import re
 import secrets
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +34,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from kservice.errors import KServiceError
+from kservice.kernel.netns import kernel_unavailable
 from kservice.netfilter.iptables_text import (
     BUILTIN_CHAINS,
     MAX_COMMENT_BYTES,
@@ -1432,12 +1432,7 @@ def test_normalise_details() -> None:
 
 # ------------------------------------------------------------------------- the kernel
 def _kernel_unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to create a network namespace"
-    for tool in ("ip", "iptables-nft-restore", "iptables-nft-save", "ipset"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    return None
+    return kernel_unavailable(("ip", "iptables-nft-restore", "iptables-nft-save", "ipset"))
 
 
 @contextlib.contextmanager

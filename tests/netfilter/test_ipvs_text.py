@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import subprocess
 from collections.abc import Iterator
 
@@ -20,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kservice.kernel.netns import kernel_unavailable
 from kservice.netfilter.iptables_text import render_restore, render_save
 from kservice.netfilter.ipvs_text import (
     IPVSTextError,
@@ -393,12 +393,7 @@ def test_compiled_mh_scheduler_renders_mh_port() -> None:
 
 # -------------------------------------------------------------------------- kernel
 def _kernel_unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to create a network namespace"
-    for tool in ("ip", "ipset", "iptables-restore", "ip6tables-restore"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    return None
+    return kernel_unavailable(("ip", "ipset", "iptables-restore", "ip6tables-restore"))
 
 
 @contextlib.contextmanager

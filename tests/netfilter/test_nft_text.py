@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from kservice.kernel.netns import kernel_unavailable
 from kservice.netfilter.nft_json import parse_json, render_json
 from kservice.netfilter.nft_text import (
     ElementKey,
@@ -1630,12 +1630,7 @@ def test_parsers_never_crash(text: str) -> None:
 
 # --------------------------------------------------------------- the real tool
 def _kernel_unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to create a network namespace"
-    for tool in ("ip", "nft"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    return None
+    return kernel_unavailable(("ip", "nft"))
 
 
 @contextlib.contextmanager

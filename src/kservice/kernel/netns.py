@@ -42,7 +42,7 @@ __all__ = [
 #: Every namespace kservice creates starts with this.
 PREFIX = "kst-"
 #: The tools the kernel checks need.
-TOOLS = ("ip", "nft", "iptables-restore", "ip6tables-restore", "ipset")
+TOOLS = ("ip", "nft", "iptables-restore", "ip6tables-restore", "ipset", "sysctl")
 
 _COMMAND_TIMEOUT = 120.0
 

@@ -45,10 +45,11 @@ from typing import Any, Literal
 import attrs
 
 from kservice.engine import Engine, Packet, Verdict
-from kservice.kernel.netns import KernelError, kernel_unavailable
+from kservice.kernel.netns import KernelError, NetnsGroup, kernel_unavailable
 from kservice.kernel.probe import DEFAULT_TIMEOUT, Observation
 from kservice.kernel.stats import chi_square_p
 from kservice.kernel.topology import LoadStep, Topology, TopologyPlan, family_of
+from kservice.netfilter.nft_text import render_script
 from kservice.netfilter.ruleset import Ruleset
 from kservice.proxy.config import ProxyConfig
 from kservice.proxy.naming import join_host_port
@@ -828,10 +829,11 @@ def verify_delta(
     plan_old = TopologyPlan.build(old, node, old_views, old_rules, affinity_clients=0)
     plan = _merge_plans(plan_new, plan_old)
     checks: list[DeltaCheck] = []
-    with Topology.create(plan) as topo, Topology.create(plan) as reference:
+    with Topology.create(plan) as topo, NetnsGroup() as scratch:
+        reference = scratch.add("reference")
         for rs in new_rules:
-            reference.load(rs)
-        want = reference.nft_list()
+            reference.run("nft", "-f", "-", stdin=render_script(rs))
+        want = reference.run("nft", "list", "ruleset").stdout
         for old_rs in old_rules:
             topo.load(old_rs)
         held = _open_connection(topo, plan, old_views, new_views, timeout)
