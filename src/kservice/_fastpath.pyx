@@ -216,7 +216,7 @@ cdef class Machine:
     cdef int family
     # program arrays
     cdef uint32_t *code
-    cdef int64_t *chain_offset
+    cdef uint32_t *chain_offset
     cdef uint8_t *chain_policy
     cdef uint8_t *chain_nat
     cdef int64_t *hook_start
@@ -247,7 +247,7 @@ cdef class Machine:
     cdef public uint64_t primary_mask, lo_mask, pod_mask
     cdef dict _iface_cache
     cdef dict _verdicts
-    cdef list _addresses
+    cdef list _address_texts
     cdef object _vs_specs
     cdef object _sets
     cdef list _layouts
@@ -269,7 +269,7 @@ cdef class Machine:
         self.family = program.family
         self._iface_cache = {}
         self._verdicts = {}
-        self._addresses = program.addresses
+        self._address_texts = program.address_texts
         self._vs_specs = program.virtual_servers
         self._sets = program.sets
         self._layouts = program.layouts
@@ -306,7 +306,11 @@ cdef class Machine:
         self.code = <uint32_t *>self._alloc(n, sizeof(uint32_t))
         if n:
             memcpy(self.code, &code_view[0], n * sizeof(uint32_t))
-        self.chain_offset = self._ints(program.chain_offset)
+        cdef uint32_t[:] offsets = array("I", program.chain_offset)
+        n = len(offsets)
+        self.chain_offset = <uint32_t *>self._alloc(n, sizeof(uint32_t))
+        if n:
+            memcpy(self.chain_offset, &offsets[0], n * sizeof(uint32_t))
         n = len(program.chain_policy)
         self.chain_policy = <uint8_t *>self._alloc(n, 1)
         self.chain_nat = <uint8_t *>self._alloc(n, 1)
@@ -395,12 +399,17 @@ cdef class Machine:
         # the shapes kube-proxy uses get a straight-line key builder (see _key)
         shapes = {(1,): 1, (0,): 2, (1, 2, 4): 3, (2, 4): 4}
         self.layout_shape = self._ints([shapes.get(tuple(lay), 0) for lay in program.layouts])
-        n = len(program.addresses)
-        self.addr_hi = <uint64_t *>self._alloc(n, sizeof(uint64_t))
+        # An address's high 64 bits only for IPv6 (IPv4 ones are all zero:
+        # addr_hi stays NULL and readers take 0).
+        values = program.address_values
+        n = len(values)
         self.addr_lo = <uint64_t *>self._alloc(n, sizeof(uint64_t))
+        if self.family == 6:
+            self.addr_hi = <uint64_t *>self._alloc(n, sizeof(uint64_t))
         for i in range(n):
-            value = program.addresses[i][0]
-            self.addr_hi[i] = <uint64_t>(value >> 64)
+            value = values[i]
+            if self.family == 6:
+                self.addr_hi[i] = <uint64_t>(value >> 64)
             self.addr_lo[i] = <uint64_t>(value & 0xFFFFFFFFFFFFFFFF)
         n = len(program.virtual_servers)
         self.n_vs = n
@@ -445,11 +454,11 @@ cdef class Machine:
 
     def memory_bytes(self):
         """Bytes of the C tables (what one engine holds per program)."""
-        total = 4 * len(self.p.code) + 8 * len(self.p.chain_offset)
+        total = 4 * len(self.p.code) + 4 * len(self.p.chain_offset)
         total += 2 * len(self.p.chain_policy)
         total += sum(32 * len(c) for c in self.p.cidr_lists) + 16 * sum(len(c) for c in self.p.port_lists)
         total += self.n_slots * sizeof(Slot) + 24 * len(self.p.sets)
-        total += 16 * len(self.p.addresses)
+        total += (16 if self.family == 6 else 8) * len(self.p.address_values)
         return total
 
     # -- PRNG ----------------------------------------------------------------------------
@@ -512,7 +521,7 @@ cdef class Machine:
         v = self._verdicts.get(key)
         if v is None:
             if kind == K_DNAT:
-                v = Verdict(KINDS[kind], self._addresses[addr][1], port, bool(masq))
+                v = Verdict(KINDS[kind], self._address_texts[addr], port, bool(masq))
             else:
                 v = Verdict(KINDS[kind], None, None, bool(masq))
             self._verdicts[key] = v
@@ -948,7 +957,7 @@ cdef class Machine:
         cdef uint32_t *code = self.code
         cdef int64_t stack[MAX_DEPTH]
         cdef int depth = 0
-        cdef int64_t pc = self.chain_offset[base] * 4
+        cdef int64_t pc = <int64_t>self.chain_offset[base] * 4
         cdef int64_t next_pc, entry
         cdef uint32_t op, a, b, c, rule_id
         cdef uint64_t pick
@@ -1152,7 +1161,7 @@ cdef class Machine:
     cdef void _apply_ct(self, int h, Pkt *st, tuple est) except *:
         cdef int64_t addr = est[0]
         if (h == H_PREROUTING or h == H_OUTPUT) and addr >= 0 and est[3] < 0:
-            st.d_hi = self.addr_hi[addr]
+            st.d_hi = self.addr_hi[addr] if self.addr_hi != NULL else 0
             st.d_lo = self.addr_lo[addr]
             st.dport = est[1]
             st.dnat = addr

@@ -110,7 +110,8 @@ class Machine:
         self.sets = program.sets
         self.layouts = program.layouts
         self.verdicts = program.verdicts
-        self.addresses = program.addresses
+        self.address_values = program.address_values
+        self.address_texts = program.address_texts
         self.has_ipvs = bool(program.virtual_servers)
         self.node_address = -1 if program.node_address is None else program.node_address
         self._iface_cache: dict[str, int] = {}
@@ -158,7 +159,7 @@ class Machine:
         v = self._verdicts.get(key)
         if v is None:
             if kind == K_DNAT:
-                v = Verdict(KINDS[kind], self.addresses[addr][1], port, bool(masq))
+                v = Verdict(KINDS[kind], self.address_texts[addr], port, bool(masq))
             else:
                 v = Verdict(KINDS[kind], None, None, bool(masq))
             self._verdicts[key] = v
@@ -333,7 +334,7 @@ class Machine:
             elif op == V_REJECT:
                 return R_REJECT
             elif op == V_DNAT:
-                st[1] = self.addresses[a][0]
+                st[1] = self.address_values[a]
                 b = code[pc + 2]
                 if b:
                     st[4] = b
@@ -381,7 +382,7 @@ class Machine:
     def _apply_ct(self, h: int, st: list[int], est: tuple[int, ...]) -> None:
         """A tracked connection's NAT, applied where its nat chains would run."""
         if h in (H_PREROUTING, H_OUTPUT) and est[0] >= 0 and est[3] < 0:
-            st[1] = self.addresses[est[0]][0]
+            st[1] = self.address_values[est[0]]
             st[4] = est[1]
             st[10] = est[0]
         elif h == H_POSTROUTING and est[2]:
@@ -535,7 +536,7 @@ class Machine:
         """
         v6 = self.p.family == 6
         run: Callable[..., tuple[int, int, int, int, int]] = self.run
-        addresses = self.addresses
+        address_values = self.address_values
         for i in range(n):
             d = (dst[2 * i] << 64 | dst[2 * i + 1]) if v6 else dst[i]
             if src is None:
@@ -553,7 +554,7 @@ class Machine:
                 now,
             )
             kind_out[i] = kind
-            a = addresses[addr][0] if addr >= 0 else 0
+            a = address_values[addr] if addr >= 0 else 0
             if v6:
                 addr_out[2 * i] = a >> 64
                 addr_out[2 * i + 1] = a & _M64

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from kservice._gc import gc_paused
 from kservice.engine._explore import Oracle, explore
 from kservice.engine._state import State
 from kservice.engine.compile import HOOKS, IPVS_CHAIN, Program, build
@@ -165,11 +166,12 @@ class Engine:
             raise EngineError(f"Engine needs a Ruleset, not {type(ruleset).__name__}")
         machine_class = _machine_class(implementation)
         self.ruleset = ruleset
-        self.program: Program = build(ruleset)
         self.clock: Callable[[], float] = clock or time.monotonic
         self.seed = int.from_bytes(os.urandom(8), "little") if seed is None else int(seed)
-        self.state = State(self.program, self.clock())
-        self._machine = machine_class(self.program, self.state, self.seed, flow_cache)
+        with gc_paused():  # see kservice._gc: the tables are acyclic
+            self.program: Program = build(ruleset)
+            self.state = State(self.program, self.clock())
+            self._machine = machine_class(self.program, self.state, self.seed, flow_cache)
         self.implementation = (
             "cython" if machine_class.__module__.endswith("_fastpath") else "python"
         )
@@ -427,7 +429,10 @@ class Engine:
                     affinity += _affinity_names(table, table.chain(chain).rules[index])
             elif event == 1:
                 hook = HOOKS[a]
-                ti, chain = prog.chain_names[b] if b != IPVS_CHAIN else (0, "ipvs")
+                if b == IPVS_CHAIN:
+                    ti, chain = 0, "ipvs"
+                else:
+                    ti, chain = prog.chain_tables[b], prog.chain_names[b]
                 steps.append(Step("hook", hook, prog.tables[ti].name, chain))
             elif event == 2:
                 steps.append(Step("ipvs", hook, text=self._ipvs_text(a, b)))

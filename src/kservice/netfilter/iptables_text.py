@@ -67,7 +67,6 @@ from __future__ import annotations
 import bisect
 import datetime
 import functools
-import gc
 import ipaddress
 import itertools
 import math
@@ -78,6 +77,7 @@ from typing import Final, Literal, TypeAlias
 
 import attrs
 
+from kservice._gc import gc_paused
 from kservice.errors import KServiceError
 from kservice.netfilter.ruleset import (
     DNAT,
@@ -1310,13 +1310,8 @@ def render_restore(ruleset: Ruleset, *, builtin_chains: bool = True) -> str:
     would silently change (nftables-only objects, over-long comments or names,
     two protocols in one rule, ...).
     """
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # the many short-lived strings and lists are acyclic
-    try:
+    with gc_paused():  # the many short-lived strings and lists are acyclic
         return _render_restore(ruleset, builtin_chains)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
 
 
 def _render_restore(ruleset: Ruleset, builtin_chains: bool) -> str:

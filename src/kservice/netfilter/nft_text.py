@@ -81,7 +81,6 @@ Where the model has no place for something the formats carry:
 
 from __future__ import annotations
 
-import gc
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -89,6 +88,7 @@ from typing import Any, Literal, NoReturn, TypeAlias
 
 import attrs
 
+from kservice._gc import gc_paused
 from kservice.netfilter.iptables_text import RulesParseError, RulesRenderError
 from kservice.netfilter.ruleset import (
     DNAT,
@@ -1064,13 +1064,8 @@ def render_script(ruleset: Ruleset, *, flush: bool = False) -> str:
     (or longer than 255 bytes), a comment holds ``"`` or a control character
     (tab excepted) or more than 128 bytes.
     """
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # the many short-lived strings and lists are acyclic
-    try:
+    with gc_paused():  # the many short-lived strings and lists are acyclic
         return _render_script(ruleset, flush)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
 
 
 def _render_script(ruleset: Ruleset, flush: bool) -> str:

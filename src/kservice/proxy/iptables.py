@@ -107,7 +107,6 @@ never get there: the longest comment is under 200 characters.
 
 from __future__ import annotations
 
-import gc
 import ipaddress
 import operator
 from collections.abc import Iterable, Sequence
@@ -115,6 +114,7 @@ from typing import Final, TypeAlias
 
 import attrs
 
+from kservice._gc import gc_paused
 from kservice.netfilter.ruleset import (
     DNAT,
     Accept,
@@ -752,16 +752,8 @@ def compile(
     and the node IPs on ``eth0``, as in upstream's fake network), which
     ``-m addrtype`` reads.
     """
-    # The cyclic garbage collector would rescan the growing heap many times while
-    # hundreds of thousands of objects are created; none of them can form a cycle
-    # (frozen attrs objects and tuples), so it is paused for the build.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():  # see kservice._gc
         return _compile(view, _DEFAULT_HOST if host is None else host, restore_only)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
 
 
 def _compile(view: NodeView, host: IptablesHost, restore_only: bool) -> Ruleset:

@@ -62,9 +62,7 @@ Facts carried over (read, not copied) from kubernetes/kubernetes
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import ipaddress
 import operator
 from collections.abc import Iterable, Iterator, Sequence
@@ -72,6 +70,7 @@ from typing import Literal, TypeAlias, TypeVar
 
 import attrs
 
+from kservice._gc import gc_paused
 from kservice.netfilter.nft_text import ElementKey, element_options, render_script
 from kservice.netfilter.ruleset import (
     DNAT,
@@ -268,23 +267,8 @@ def compile(view: NodeView, *, service_cidrs: Iterable[str] = ()) -> Ruleset:
     (``service-``, ``local-``, ``external-``, ``firewall-``, ``endpoint-``), ports
     in :class:`~kservice.proxy.naming.ServicePortName` order.
     """
-    with _gc_paused():
+    with gc_paused():
         return _compile(view, service_cidrs)
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building: a big ruleset is a
-    million small acyclic objects, and the collections they would trigger
-    (each walking every live object) double the time compiling takes."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _compile(view: NodeView, service_cidrs: Iterable[str]) -> Ruleset:
@@ -877,7 +861,7 @@ def delta(old: Ruleset, new: Ruleset, *, defer_stale_chains: bool = False) -> Tr
     them any more), then additions of chains and sets, rules, elements. A
     table only in ``new`` is created whole; one only in ``old`` is deleted.
     """
-    with _gc_paused():
+    with gc_paused():
         return _delta(old, new, defer_stale_chains)
 
 
