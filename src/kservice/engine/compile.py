@@ -298,10 +298,8 @@ class _Builder:
         self.version = 6 if ruleset.family == "IPv6" else 4
         self.code: list[int] = []
         self.chain_offset: list[int] = []
-        self._fixups: list[int] = []
-        self._net4_cache: dict[
-            str, tuple[int, int]
-        ] = {}  # code positions holding a chain id, to become offsets
+        self._fixups: list[int] = []  # code positions holding a chain id, to become offsets
+        self._net4_cache: dict[str, tuple[int, int]] = {}
         self.chain_policy: list[int] = []
         self.chain_nat: list[int] = []
         self.chain_first_rule: list[int] = []  # chain id -> number of its first rule
@@ -648,16 +646,15 @@ class _Builder:
         net4_cache = self._net4_cache
         address_ids = self._address_ids
         address_values = self.address_values
-        stat_cache: dict[str, int] = {}
+        stat_cache: dict[StatisticMatch, int] = {}
         simple_verdicts = _SIMPLE_VERDICTS
         proto_mask = _PROTO_MASK
         ct_cache = _CT_CACHE
         v4 = self.version == 4
         n_rule = 0
-        where = _Where(self.tables[0] if self.tables else None, "", 0)
         for ti, table in enumerate(self.tables):
             ids = self.chain_ids[ti]
-            where.table = table
+            where: Any = _Where(table, "", 0)
             for chain in table.chains:
                 where.chain = chain.name
                 chain_offset.append(len(code) >> 2)
@@ -673,7 +670,7 @@ class _Builder:
                         if t is IPMatch and v4 and len(e.cidrs) == 1:
                             found = net4_cache.get(e.cidrs[0])
                             if found is None:
-                                found = self._net4(e.cidrs[0], where)  # type: ignore[arg-type]
+                                found = self._net4(e.cidrs[0], where)
                             code += (
                                 M_SADDR4 if e.field == "saddr" else M_DADDR4,
                                 found[0],
@@ -681,22 +678,20 @@ class _Builder:
                                 int(e.negate),
                             )
                         elif t is StatisticMatch:
-                            threshold = stat_cache.get(e.text)
+                            threshold = stat_cache.get(e)
                             if threshold is None:
-                                threshold = statistic_threshold(e)
-                                if _is_float(e.text):  # else the float decided
-                                    stat_cache[e.text] = threshold
+                                threshold = stat_cache[e] = statistic_threshold(e)
                             code += (M_STAT, threshold, 0, 0)
                         elif t is ProtoMatch and len(e.protocols) == 1:
                             bit = proto_mask.get(e.protocols[0])
                             if bit is None:
-                                self._expr(ti, e, where)  # type: ignore[arg-type]
+                                self._expr(ti, e, where)
                             else:
                                 code += (M_PROTO, bit, int(e.negate), 0)
                         elif t is CtStateMatch and e.states in ct_cache:
                             code += (M_CTSTATE, ct_cache[e.states], int(e.negate), 0)
                         else:
-                            self._expr(ti, e, where)  # type: ignore[arg-type]
+                            self._expr(ti, e, where)
                     v: Any = rule.verdict
                     t = type(v)
                     simple = simple_verdicts.get(t)
@@ -705,7 +700,7 @@ class _Builder:
                     elif t is Jump or t is Goto:
                         target = ids.get(v.chain)
                         if target is None:
-                            target = self._chain(ti, v.chain, where)  # type: ignore[arg-type]
+                            target = self._chain(ti, v.chain, where)
                         fixups.append(len(code) + 1)
                         code += (V_JUMP if t is Jump else V_GOTO, target, 0, 0)
                     elif t is DNAT and v4:
@@ -714,7 +709,7 @@ class _Builder:
                             aid = self.address(v.address, where)
                         code += (V_DNAT, aid, v.port or 0, address_values[aid])
                     else:
-                        self._verdict(ti, v, where)  # type: ignore[arg-type]
+                        self._verdict(ti, v, where)
                     code[header + 2] = len(code) >> 2
                 code += (END, ids[chain.name], 0, 0)
         self.n_rules = n_rule
@@ -1014,14 +1009,13 @@ class _Where:
 
     __slots__ = ("chain", "index", "table")
 
-    def __init__(self, table: Table | None, chain: str, index: int) -> None:
+    def __init__(self, table: Table, chain: str, index: int) -> None:
         self.table = table
         self.chain = chain
         self.index = index
 
     def __str__(self) -> str:
         t = self.table
-        assert t is not None
         return f"table {t.family} {t.name} chain {self.chain} rule {self.index}"
 
     def __format__(self, spec: str) -> str:
@@ -1055,14 +1049,6 @@ def _ipset_key(addrs: Sequence[int], values: Sequence[int]) -> tuple[int, int, i
     for v in values:
         small = (small << 16) | v
     return (addrs[0] if addrs else 0, small, addrs[1] if len(addrs) > 1 else 0)
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def statistic_threshold(e: StatisticMatch) -> int:
