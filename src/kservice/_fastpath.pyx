@@ -30,31 +30,63 @@ cdef extern from *:
     #if defined(__linux__)
     #include <sys/mman.h>
     #endif
-    /* Zeroed memory for the big lookup tables: 64-byte aligned (a flow slot is
-       one cache line), and from 2 MiB up in whole 2 MiB pages marked for
-       transparent huge pages, so that a lookup into a table of tens of
-       megabytes does not also miss the TLB. Freed with free(). */
+    /* Zeroed memory for the big lookup tables (the flow cache and its tree
+       nodes), freed with ks_table_free. 64-byte aligned: a flow slot is one
+       cache line. From 2 MiB up, a fresh anonymous mapping of whole 2 MiB
+       pages, 2 MiB aligned and marked for transparent huge pages before
+       anything touches it, so that a lookup into a table of tens of megabytes
+       does not also miss the TLB. (posix_memalign is not enough: once glibc
+       has freed a large block it serves the next ones from the heap, whose
+       pages are already faulted in as 4 KiB pages, and madvise comes too late
+       for them.) The 64 bytes before the table hold its mapping's length
+       (0: from malloc). */
+    #define KS_HUGE ((size_t)2 << 20)
     static void *ks_table_alloc(size_t bytes) {
-        void *p = NULL;
-        size_t align = 64;
+        char *p;
         if (bytes == 0) bytes = 64;
-    #if defined(_WIN32)
-        return calloc(1, bytes);
-    #else
-        if (bytes >= ((size_t)2 << 20)) {
-            align = (size_t)2 << 20;
-            bytes = (bytes + align - 1) & ~(align - 1);
-        }
-        if (posix_memalign(&p, align, bytes) != 0) return NULL;
+        bytes = (bytes + 63) & ~(size_t)63;
     #if defined(__linux__) && defined(MADV_HUGEPAGE)
-        if (align > 64) madvise(p, bytes, MADV_HUGEPAGE);
+        if (bytes >= KS_HUGE) {
+            size_t body = (bytes + KS_HUGE - 1) & ~(KS_HUGE - 1);
+            size_t len = body + 2 * KS_HUGE;
+            char *raw = (char *)mmap(NULL, len, PROT_READ | PROT_WRITE,
+                                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            char *q, *keep;
+            if (raw == (char *)MAP_FAILED) return NULL;
+            q = (char *)(((size_t)raw + 64 + KS_HUGE - 1) & ~(KS_HUGE - 1));
+            keep = q - 4096;  /* the page holding the header */
+            if (keep > raw) munmap(raw, (size_t)(keep - raw));
+            if (raw + len > q + body) munmap(q + body, (size_t)(raw + len - (q + body)));
+            madvise(q, body, MADV_HUGEPAGE);
+            ((size_t *)(q - 64))[0] = body + 4096;
+            return q;  /* fresh anonymous pages read as zero */
+        }
     #endif
-        memset(p, 0, bytes);
-        return p;
+    #if defined(_WIN32)
+        p = (char *)calloc(1, bytes + 64);  /* alignment is only a speed matter */
+        if (p == NULL) return NULL;
+    #else
+        if (posix_memalign((void **)&p, 64, bytes + 64) != 0) return NULL;
+        memset(p, 0, bytes + 64);
     #endif
+        return p + 64;
+    }
+    static void ks_table_free(void *table) {
+        char *q = (char *)table;
+        size_t len;
+        if (q == NULL) return;
+        len = ((size_t *)(q - 64))[0];
+    #if defined(__linux__) && defined(MADV_HUGEPAGE)
+        if (len != 0) {
+            munmap(q - 4096, len);
+            return;
+        }
+    #endif
+        free(q - 64);
     }
     """
     void *ks_table_alloc(size_t bytes) nogil
+    void ks_table_free(void *table) nogil
 
 from array import array
 
@@ -72,8 +104,8 @@ cdef enum:
     N_NUMGEN = 3
     FLOW_CACHE_MAX = 1048576
     FC_USED = 0x80000000  # in FlowSlot.meta: the slot holds a flow
-    AHEAD_SLOT = 16  # lookup_batch: prefetch a packet's flow slot this many packets ahead,
-    AHEAD_FIND = 8   # ... and find it, and prefetch its leaf, this many
+    AHEAD_SLOT = 32  # lookup_batch: prefetch a packet's flow slot this many packets ahead,
+    AHEAD_FIND = 16  # ... and find it, and prefetch its leaf, this many
     M_SADDR = 1
     M_DADDR = 2
     M_PROTO = 3
@@ -426,8 +458,8 @@ cdef class Machine:
     def __dealloc__(self):
         # Pointers start NULL (Cython zeroes new objects): safe after a failed __init__.
         free(self.code)
-        free(self.fc_slots)
-        free(self.nodes)
+        ks_table_free(self.fc_slots)
+        ks_table_free(self.nodes)
         free(self.chain_offset)
         free(self.chain_policy)
         free(self.chain_nat)
@@ -687,14 +719,14 @@ cdef class Machine:
     # interpreter, in one hash probe. A branch not seen yet is filled by
     # running the interpreter with the draws already made replayed.
     cdef void _fc_init(self, int64_t cap) except *:
-        free(self.fc_slots)
+        ks_table_free(self.fc_slots)
         self.fc_slots = NULL
         self.fc_slots = <FlowSlot *>ks_table_alloc(cap * sizeof(FlowSlot))
         if self.fc_slots == NULL:
             raise MemoryError()
         self.fc_mask = cap - 1
         self.fc_used = 0
-        free(self.nodes)
+        ks_table_free(self.nodes)
         self.nodes = NULL
         self.cap_nodes = 4096
         self.nodes = <Node *>ks_table_alloc(self.cap_nodes * sizeof(Node))
@@ -754,7 +786,7 @@ cdef class Machine:
                 while self.fc_slots[h & <uint64_t>self.fc_mask].meta != 0:
                     h += 1
                 self.fc_slots[h & <uint64_t>self.fc_mask] = f[0]
-        free(old)
+        ks_table_free(old)
         self.fc_gen += 1
 
     cdef int32_t _new_nodes(self, int64_t n) except -1:
@@ -774,7 +806,7 @@ cdef class Machine:
             if grown == NULL:
                 raise MemoryError()
             memcpy(grown, self.nodes, self.cap_nodes * sizeof(Node))
-            free(self.nodes)
+            ks_table_free(self.nodes)
             self.nodes = grown
             self.cap_nodes = cap
         self.n_nodes = first + n

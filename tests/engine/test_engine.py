@@ -380,3 +380,26 @@ def test_flow_cache_changes_nothing(mode: str, affinity: bool) -> None:
     dport = array("H", [p.dport for p in seq])
     batches = [e.lookup_batch(dst, dport, src=POD) for e in engines]
     assert batches[0] == batches[1] == batches[2]
+
+
+def test_flow_cache_grows_into_huge_page_tables() -> None:
+    """40,000 flows: the flow slots and tree nodes outgrow 2 MiB, where the
+    compiled twin maps its tables itself (huge pages), and are regrown and
+    freed several times; the verdicts and PRNG stay the pure twin's."""
+    pytest.importorskip("kservice._fastpath")
+    r = ruleset(service("web", EPS3, cluster_ip="10.96.0.50"), "nftables")
+    engines = [Engine(r, seed=5, implementation=impl) for impl in ("cython", "python")]
+    n = 40_000
+    src = array("I", (0x0AF40000 + i for i in range(n)))  # 10.244.0.0 upwards: one flow each
+    dst = array("I", [0x0A600032]) * n  # 10.96.0.50
+    dport = array("H", [80]) * n
+    first = [e.lookup_batch(dst, dport, src=src) for e in engines]
+    assert first[0] == first[1]
+    assert set(first[0].kind) == {1}
+    flows, nodes, size = engines[0]._machine.flow_cache_info()
+    assert flows == n and nodes > n and size >= 2 << 20
+    again = [e.lookup_batch(dst, dport, src=src) for e in engines]  # every packet a cache hit
+    assert again[0] == again[1]
+    assert len({e._machine.get_rng_state() for e in engines}) == 1
+    engines[0]._machine.clear_flow_cache()
+    assert engines[0]._machine.flow_cache_info()[0] == 0
