@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from array import array
 from fractions import Fraction
 
@@ -11,6 +12,7 @@ import pytest
 from util import NODE_IP, Clock, ruleset, service
 
 import kservice.engine as engine_module
+import kservice.engine.compile as compile_module
 from kservice.engine import Engine, EngineError, Packet, Verdict
 from kservice.engine._explore import numgen_probability
 from kservice.kernel.stats import chi_square_p
@@ -35,6 +37,63 @@ def test_compiled_engine_is_live_in_ci() -> None:
     import kservice._fastpath as compiled
 
     assert compiled.__file__ is not None and compiled.__file__.endswith(".so")
+
+
+def test_compiled_rule_loop_is_live_in_ci() -> None:
+    if os.environ.get("KSERVICE_NO_EXTENSIONS", "") not in ("", "0"):
+        pytest.skip("KSERVICE_NO_EXTENSIONS is set: the pure rule loop is expected")
+    if not os.environ.get("CI"):
+        pytest.skip("checked in CI (CI=true), where the extension is always built")
+    assert compile_module._compiled_emitter() is not None
+
+
+@pytest.mark.parametrize("family", ["IPv4", "IPv6"])
+@pytest.mark.parametrize("mode", ["iptables", "nftables", "ipvs"])
+def test_rule_loop_twins_build_the_same_program(mode: str, family: str) -> None:
+    if compile_module._compiled_emitter() is None:
+        pytest.skip("the compiled rule loop (kservice.engine._rules) is not built")
+    v6 = family == "IPv6"
+    objs = [
+        *service(
+            "web",
+            ["fd00:244::5", "fd00:244::6"] if v6 else EPS3,
+            cluster_ip="fd00:96::50" if v6 else "10.96.0.50",
+            sessionAffinity="ClientIP",
+        ),
+        *service(
+            "lb",
+            ["fd00:244::7"] if v6 else ["10.244.2.7"],
+            cluster_ip="fd00:96::51" if v6 else "10.96.0.51",
+            type="LoadBalancer",
+            externalTrafficPolicy="Local",
+        ),
+        *service("none", [], cluster_ip="fd00:96::52" if v6 else "10.96.0.52"),
+    ]
+    r = ruleset(objs, mode, family)  # type: ignore[arg-type]
+    compiled = compile_module.build(r, compiled=True)
+    assert compiled == compile_module.build(r, compiled=False)
+    assert len(compiled.code) > 100
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_rule_loop_twins_raise_the_same_errors(compiled: bool) -> None:
+    from kservice.netfilter.ruleset import DNAT, IPMatch, Jump
+
+    def table(*rules: Rule) -> Ruleset:
+        chains = (Chain("PREROUTING", rules, hook="prerouting"),)
+        return Ruleset("iptables", tables=(Table("ip", "nat", "iptables", chains=chains),))
+
+    cases = [
+        (table(Rule((), Jump("NOWHERE"))), "chain PREROUTING rule 0: jump to chain 'NOWHERE'"),
+        (
+            table(Rule((), None), Rule((IPMatch("daddr", ("10.0.0.300",)),), None)),
+            "chain PREROUTING rule 1: '10.0.0.300' is not an address or CIDR",
+        ),
+        (table(Rule((), DNAT("10.0.0.x", 80))), "rule 0: '10.0.0.x' is not an IP address"),
+    ]
+    for r, message in cases:
+        with pytest.raises(EngineError, match=re.escape(message)):
+            compile_module.build(r, compiled=compiled)
 
 
 def test_implementation_is_reported(impl: str) -> None:

@@ -108,6 +108,8 @@ def test_twins_agree(generated: GeneratedCluster, data: st.DataObject) -> None:
             clock = Clock()
             a = Engine(ruleset, seed=seed, clock=clock, implementation="cython")
             b = Engine(ruleset, seed=seed, clock=clock, implementation="python")
+            # the compiled rule loop (engine/_rules.pyx) builds the pure one's Program
+            assert a.program == b.program
             dsts = destinations(generated, family) or [
                 ("10.96.0.1" if family == "IPv4" else "fd00:96::1", 80, "tcp", "none")
             ]

@@ -169,7 +169,9 @@ class Engine:
         self.clock: Callable[[], float] = clock or time.monotonic
         self.seed = int.from_bytes(os.urandom(8), "little") if seed is None else int(seed)
         with gc_paused():  # see kservice._gc: the tables are acyclic
-            self.program: Program = build(ruleset)
+            self.program: Program = build(
+                ruleset, compiled=machine_class.__module__.endswith("_fastpath")
+            )
             self.state = State(self.program, self.clock())
             self._machine = machine_class(self.program, self.state, self.seed, flow_cache)
         self.implementation = (

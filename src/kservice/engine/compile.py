@@ -33,6 +33,7 @@ from __future__ import annotations
 import bisect
 import ipaddress
 import math
+import os
 import socket
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -242,6 +243,18 @@ class RuleIndex:
 
     def __len__(self) -> int:
         return self._n
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RuleIndex):
+            return NotImplemented
+        return (self._first, self._chain_tables, self._chain_names, self._n) == (
+            other._first,
+            other._chain_tables,
+            other._chain_names,
+            other._n,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable lists inside
 
     def __getitem__(self, rule: int) -> tuple[int, str, int]:
         if not 0 <= rule < self._n:
@@ -632,13 +645,31 @@ class _Builder:
         return found
 
     # -- rules ------------------------------------------------------------------------
-    def rules(self) -> None:
+    def rules(self, compiled: bool) -> None:
+        """Emit every rule, then turn chain ids in jumps into code offsets.
+        ``compiled``: use the compiled twin of :meth:`emit_rules` when it loads."""
+        emit = _compiled_emitter() if compiled else None
+        if emit is None:
+            self.emit_rules()
+        else:
+            emit(self)
+        code = self.code
+        chain_offset = self.chain_offset
+        for pos in self._fixups:
+            code[pos] = chain_offset[code[pos]]
+        self.verdicts = [
+            (op, chain_offset[arg] if op in (V_JUMP, V_GOTO) else arg) for op, arg in self.verdicts
+        ]
+
+    def emit_rules(self) -> None:
         # The hot loop of Engine(): one pass over every rule (323,000 at
-        # 10,000 Services in iptables mode). The commonest shapes are emitted
-        # inline with their caches bound to locals; the rest go through
-        # _expr/_verdict. ``where`` is one object moved along (errors format
-        # it at once), and rule numbers are kept per chain (RuleIndex), so a
-        # rule costs no objects beyond its ops.
+        # 10,000 Services in iptables mode). kservice/engine/_rules.pyx is
+        # its compiled twin: change both together (tests compare the
+        # Programs). The commonest shapes are emitted inline with their
+        # caches bound to locals; the rest go through _expr/_verdict.
+        # ``where`` is one object moved along (errors format it at once), and
+        # rule numbers are kept per chain (RuleIndex), so a rule costs no
+        # objects beyond its ops.
         code = self.code
         fixups = self._fixups
         chain_offset = self.chain_offset
@@ -713,11 +744,6 @@ class _Builder:
                     code[header + 2] = len(code) >> 2
                 code += (END, ids[chain.name], 0, 0)
         self.n_rules = n_rule
-        for pos in fixups:
-            code[pos] = chain_offset[code[pos]]
-        self.verdicts = [
-            (op, chain_offset[arg] if op in (V_JUMP, V_GOTO) else arg) for op, arg in self.verdicts
-        ]
 
     def _emit(self, op: int, a: int = 0, b: int = 0, c: int = 0) -> None:
         self.code += (op, a, b, c)
@@ -1067,17 +1093,37 @@ def statistic_threshold(e: StatisticMatch) -> int:
     return math.floor(p * 2**31 + 0.5)
 
 
-def build(ruleset: Ruleset) -> Program:
+def build(ruleset: Ruleset, *, compiled: bool = True) -> Program:
     """Flatten ``ruleset`` into a :class:`Program`; :class:`EngineError` when the
-    ruleset holds something the engine cannot evaluate (named, with where)."""
+    ruleset holds something the engine cannot evaluate (named, with where).
+    ``compiled=False`` runs the pure-Python rule loop even when the compiled
+    one is built (the Program is the same)."""
     with gc_paused():  # see kservice._gc
-        return _build(ruleset)
+        return _build(ruleset, compiled)
 
 
-def _build(ruleset: Ruleset) -> Program:
+_EMITTER: list[Any] = []  # [the compiled emit_rules, or None], filled on first use
+
+
+def _compiled_emitter() -> Any:
+    """``kservice.engine._rules.emit_rules``, or None when the extensions are
+    off (KSERVICE_NO_EXTENSIONS) or not built."""
+    if not _EMITTER:
+        _EMITTER.append(None)
+        if os.environ.get("KSERVICE_NO_EXTENSIONS", "") in ("", "0"):
+            try:
+                from kservice.engine._rules import emit_rules
+            except ImportError:
+                pass
+            else:
+                _EMITTER[0] = emit_rules
+    return _EMITTER[0]
+
+
+def _build(ruleset: Ruleset, compiled: bool) -> Program:
     b = _Builder(ruleset)
     b.declare()
-    b.rules()
+    b.rules(compiled)
     hooks = b.hooks()
     local = b.local_list()
     vss = b.virtual_servers()
