@@ -96,6 +96,55 @@ def test_rule_loop_twins_raise_the_same_errors(compiled: bool) -> None:
             compile_module.build(r, compiled=compiled)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "10.1.2.3",
+        "0.0.0.0/0",
+        "255.255.255.255/32",
+        "10.1.2.3/",
+        "10.1.2.3/032",
+        "10.1.2.0/24",
+        "10.1.2.3/33",
+        "10.1.2.3/2/4",
+        "010.1.2.3",
+        "10.1.2.256",
+        "10.1.2",
+        "10.1.2.3.",
+        "10..2.3",
+        "1.2.3.\u0664",
+        "1.2.3.4/\u0664",
+        "\udcff.1.2.3",
+        "fd00::1",
+    ],
+)
+def test_rule_loop_twins_parse_addresses_alike(text: str) -> None:
+    """The compiled loop's own dotted-quad parser takes exactly what inet_pton
+    takes and leaves the rest to the pure parsers: same Program or same error."""
+    if compile_module._compiled_emitter() is None:
+        pytest.skip("the compiled rule loop (kservice.engine._rules) is not built")
+    from kservice.netfilter.ruleset import DNAT, IPMatch
+
+    chains = (
+        Chain(
+            "PREROUTING",
+            (
+                Rule((IPMatch("saddr", (text,)),), None),
+                Rule((), DNAT(text.partition("/")[0], 80)),
+            ),
+            hook="prerouting",
+        ),
+    )
+    r = Ruleset("iptables", tables=(Table("ip", "nat", "iptables", chains=chains),))
+    outcomes = []
+    for compiled in (True, False):
+        try:
+            outcomes.append(compile_module.build(r, compiled=compiled))
+        except EngineError as exc:
+            outcomes.append(str(exc))
+    assert outcomes[0] == outcomes[1]
+
+
 def test_implementation_is_reported(impl: str) -> None:
     e = Engine(web("nftables"), seed=1, implementation=impl)
     assert e.implementation == impl

@@ -10,6 +10,8 @@ with both and compare the Programs field by field. ``KSERVICE_NO_EXTENSIONS=1``
 (or ``Engine(..., implementation="python")``) uses the pure loop.
 """
 
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+
 from kservice.engine.compile import (
     END,
     M_CTSTATE,
@@ -58,6 +60,82 @@ cdef object _ZERO = 0
 cdef object _ONE = 1
 
 
+cdef extern from "Python.h":
+    const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
+
+
+cdef int64_t _quad(const char *p, Py_ssize_t n) noexcept:
+    """A dotted quad in ``p[:n]`` as an integer, or -1 unless it is one in the
+    form inet_pton accepts (four decimal octets up to 255, no leading zeros),
+    which the pure twin's fast path (``_fast_v4``) takes; anything else goes
+    to the builder's full parser there and here alike."""
+    cdef int64_t value = 0, octet = -1
+    cdef int parts = 0, digits = 0
+    cdef Py_ssize_t i
+    cdef char c
+    for i in range(n):
+        c = p[i]
+        if c >= 48 and c <= 57:
+            if digits and octet == 0:
+                return -1  # a leading zero
+            octet = (0 if octet < 0 else octet) * 10 + (c - 48)
+            digits += 1
+            if octet > 255:
+                return -1
+        elif c == 46 and digits:  # '.'
+            value = (value << 8) | octet
+            parts += 1
+            octet = -1
+            digits = 0
+        else:
+            return -1
+    if parts != 3 or not digits:
+        return -1
+    return (value << 8) | octet
+
+
+cdef const char *_utf8(object text, Py_ssize_t *n):
+    """``text``'s UTF-8 bytes, or NULL when it is not a str or cannot be
+    encoded (the pure parsers then report it)."""
+    if type(text) is not str:
+        return NULL
+    try:
+        return PyUnicode_AsUTF8AndSize(text, n)
+    except UnicodeError:
+        return NULL
+
+
+cdef object _net4(object text):
+    """``_parse_net(text, 4, ...)`` for ``A.B.C.D`` and ``A.B.C.D/N``
+    (ASCII digits, N up to 32), else None."""
+    cdef Py_ssize_t n, i, slash = -1
+    cdef const char *p = _utf8(text, &n)
+    cdef int64_t value, bits = 0
+    if p == NULL:
+        return None
+    cdef uint32_t mask
+    for i in range(n):
+        if p[i] == 47:  # '/'
+            slash = i
+            break
+    value = _quad(p, n if slash < 0 else slash)
+    if value < 0:
+        return None
+    if slash < 0:
+        bits = 32
+    else:
+        if slash == n - 1:
+            return None  # "a.b.c.d/": left to the pure parser
+        for i in range(slash + 1, n):
+            if p[i] < 48 or p[i] > 57:
+                return None
+            bits = bits * 10 + (p[i] - 48)
+            if bits > 32:
+                return None
+    mask = <uint32_t>((<uint64_t>0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF)
+    return (<uint32_t>value & mask, mask)
+
+
 cdef inline void _op(list code, object op, object a, object b, object c):
     code.append(op)
     code.append(a)
@@ -84,7 +162,11 @@ def emit_rules(b):
     cdef dict ids
     cdef tuple exprs
     cdef object table, chain, rule, e, t, v, found, threshold, simple, target, aid, bit, cidrs
-    cdef object where
+    cdef object where, text
+    cdef list address_texts = b.address_texts
+    cdef const char *p
+    cdef Py_ssize_t n
+    cdef int64_t value
     for table in b.tables:
         ids = chain_ids[ti]
         where = _Where(table, "", 0)
@@ -106,7 +188,11 @@ def emit_rules(b):
                         cidrs = e.cidrs
                         found = net4_cache.get(cidrs[0])
                         if found is None:
-                            found = b._net4(cidrs[0], where)
+                            found = _net4(cidrs[0])
+                            if found is None:
+                                found = b._net4(cidrs[0], where)
+                            else:
+                                net4_cache[cidrs[0]] = found
                         _op(
                             code,
                             _M_SADDR4 if e.field == "saddr" else _M_DADDR4,
@@ -143,9 +229,18 @@ def emit_rules(b):
                     fixups.append(len(code) + 1)
                     _op(code, _V_JUMP if t is _Jump else _V_GOTO, target, _ZERO, _ZERO)
                 elif t is _DNAT and v4:
-                    aid = address_ids.get(v.address)
+                    text = v.address
+                    aid = address_ids.get(text)
                     if aid is None:
-                        aid = b.address(v.address, where)
+                        p = _utf8(text, &n)
+                        value = -1 if p == NULL else _quad(p, n)
+                        if value < 0:
+                            aid = b.address(text, where)
+                        else:  # as the pure address() does for a canonical quad
+                            aid = len(address_values)
+                            address_values.append(value)
+                            address_texts.append(text)
+                            address_ids[text] = aid
                     _op(code, _V_DNAT, aid, v.port or _ZERO, address_values[aid])
                 else:
                     b._verdict(ti, v, where)
