@@ -379,6 +379,44 @@ def test_lookup_batch_reads_buffers_in_place(impl: str) -> None:
     assert {res.verdict(i).address for i in range(n)} == set(EPS3)
 
 
+@pytest.mark.parametrize("family", ["IPv4", "IPv6"])
+def test_lookup_batch_out_reuses_the_arrays(impl: str, family: str) -> None:
+    if family == "IPv4":
+        r, dsts, src = web("nftables"), ["10.96.0.50", "10.96.0.51"] * 50, POD
+    else:
+        objs = service("web", ["fd00:244::5", "fd00:244::6"], cluster_ip="fd00:96::50")
+        r, dsts, src = ruleset(objs, "nftables", family), ["fd00:96::50"] * 100, "fd00:244::9"
+    a = Engine(r, seed=3, implementation=impl)
+    b = Engine(r, seed=3, implementation=impl)
+    dports = array("H", [80]) * 100
+    out = a.lookup_batch(dsts, dports, src=src)
+    fresh = b.lookup_batch(dsts, dports, src=src)
+    assert out == fresh
+    arrays = [out.kind, out.address, out.port, out.masquerade, out.rules]
+    again = a.lookup_batch(dsts, dports, src=src, out=out)
+    assert again is out and [again.kind, again.address, again.port] == arrays[:3]
+    assert again == b.lookup_batch(dsts, dports, src=src)  # overwritten, not appended to
+
+
+def test_lookup_batch_out_is_checked(impl: str) -> None:
+    e = Engine(web("nftables"), seed=8, implementation=impl)
+    out = e.lookup_batch(["10.96.0.50"] * 3, [80] * 3, src=POD)
+    with pytest.raises(EngineError, match=r"out: kind must be array\('B'\) of 2 items for 2"):
+        e.lookup_batch(["10.96.0.50"] * 2, [80] * 2, src=POD, out=out)
+    with pytest.raises(EngineError, match="out: a BatchResult of an earlier batch, not list"):
+        e.lookup_batch(["10.96.0.50"], [80], src=POD, out=[])  # type: ignore[arg-type]
+    six = ruleset(service("web", ["fd00:244::5"], cluster_ip="fd00:96::50"), "nftables", "IPv6")
+    with pytest.raises(EngineError, match="out: holds IPv4 results, the ruleset is IPv6"):
+        Engine(six, implementation=impl).lookup_batch(
+            ["fd00:96::50"] * 3, [80] * 3, src="fd00:244::9", out=out
+        )
+    before = list(out.kind)
+    out.rules.append(0)
+    with pytest.raises(EngineError, match="out: rules must be array"):
+        e.lookup_batch(["10.96.0.50"] * 3, [80] * 3, src=POD, out=out)
+    assert list(out.kind) == before  # checked before anything is written
+
+
 def test_lookup_batch_checks_its_input(impl: str) -> None:
     e = Engine(web("nftables"), seed=8, implementation=impl)
     with pytest.raises(EngineError, match="2 items for 1 packets"):
