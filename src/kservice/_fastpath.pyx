@@ -104,8 +104,8 @@ cdef enum:
     N_NUMGEN = 3
     FLOW_CACHE_MAX = 1048576
     FC_USED = 0x80000000  # in FlowSlot.meta: the slot holds a flow
-    AHEAD_SLOT = 32  # lookup_batch: prefetch a packet's flow slot this many packets ahead,
-    AHEAD_FIND = 16  # ... and find it, and prefetch its leaf, this many
+    AHEAD_SLOT = 16  # lookup_batch: prefetch a packet's flow slot this many packets ahead,
+    AHEAD_FIND = 8   # ... and find it, and prefetch its leaf, this many (< 32: the ring)
     M_SADDR = 1
     M_DADDR = 2
     M_PROTO = 3
@@ -163,6 +163,11 @@ cdef enum:
 
 DEFAULT_POD_INTERFACE = "veth0"
 cdef uint64_t M64 = 0xFFFFFFFFFFFFFFFF
+
+
+# lookup_batch's ring keeps 32 packets ahead: the distances must fit in it
+if not 0 < AHEAD_FIND < AHEAD_SLOT or AHEAD_FIND >= 32:
+    raise ImportError("kservice._fastpath: need 0 < AHEAD_FIND < AHEAD_SLOT and AHEAD_FIND < 32")
 
 
 cdef struct Pkt:
@@ -1419,13 +1424,17 @@ cdef class Machine:
         generation, and the draws it is expected to make; ``window``: those
         expected draws summed over the packets from ``i`` up to the one
         AHEAD_FIND ahead."""
-        cdef Py_ssize_t j = i + AHEAD_SLOT
+        cdef Py_ssize_t j
+        cdef int stage
         cdef uint32_t meta, r
         cdef int64_t slot, expect
         cdef FlowSlot *f
         cdef Node *nd
         cdef uint64_t branch
-        if j < n:
+        for stage in range(2):  # 0: the packet AHEAD_SLOT on; 1: the one AHEAD_FIND on
+            j = i + (AHEAD_SLOT if stage == 0 else AHEAD_FIND)
+            if j >= n:
+                continue
             if v6:
                 ahead.d_hi = dst6[2 * j]
                 ahead.d_lo = dst6[2 * j + 1]
@@ -1438,21 +1447,9 @@ cdef class Machine:
                     ahead.s_lo = src4[j]
             meta = <uint32_t>dport_v[j] | (<uint32_t>(proto_v[j] if has_proto else 6) << 16) | \
                 (<uint32_t>origin << 24) | FC_USED
-            __builtin_prefetch(&self.fc_slots[self._fc_hash(ahead, meta) & <uint64_t>self.fc_mask])
-        j = i + AHEAD_FIND
-        if j < n:
-            if v6:
-                ahead.d_hi = dst6[2 * j]
-                ahead.d_lo = dst6[2 * j + 1]
-                if has_src:
-                    ahead.s_hi = src6[2 * j]
-                    ahead.s_lo = src6[2 * j + 1]
-            else:
-                ahead.d_lo = dst4[j]
-                if has_src:
-                    ahead.s_lo = src4[j]
-            meta = <uint32_t>dport_v[j] | (<uint32_t>(proto_v[j] if has_proto else 6) << 16) | \
-                (<uint32_t>origin << 24) | FC_USED
+            if stage == 0:
+                __builtin_prefetch(&self.fc_slots[self._fc_hash(ahead, meta) & <uint64_t>self.fc_mask])
+                continue
             slot = self._fc_find(ahead, meta)
             f = &self.fc_slots[slot]
             # a slot that holds this flow stays its slot until the table is rebuilt
