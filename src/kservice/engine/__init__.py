@@ -120,6 +120,18 @@ class BatchResult:
         return [self.verdict(i) for i in range(len(self))]
 
 
+def _result_layout(family: int, n: int) -> tuple[tuple[str, str, int], ...]:
+    """A BatchResult's arrays for ``n`` packets: (field, typecode, length), in
+    field order."""
+    return (
+        ("kind", "B", n),
+        ("address", "Q", 2 * n) if family == 6 else ("address", "I", n),
+        ("port", "H", n),
+        ("masquerade", "B", n),
+        ("rules", "I", n),
+    )
+
+
 def _int_buffer(obj: Any, code: str, what: str, n: int | None) -> Any:
     """``obj`` as a 1-d buffer of ``code`` items (a copy only when it must)."""
     try:
@@ -168,15 +180,12 @@ class Engine:
         self.ruleset = ruleset
         self.clock: Callable[[], float] = clock or time.monotonic
         self.seed = int.from_bytes(os.urandom(8), "little") if seed is None else int(seed)
+        compiled = machine_class.__module__.endswith("_fastpath")
         with gc_paused():  # see kservice._gc: the tables are acyclic
-            self.program: Program = build(
-                ruleset, compiled=machine_class.__module__.endswith("_fastpath")
-            )
+            self.program: Program = build(ruleset, compiled=compiled)
             self.state = State(self.program, self.clock())
             self._machine = machine_class(self.program, self.state, self.seed, flow_cache)
-        self.implementation = (
-            "cython" if machine_class.__module__.endswith("_fastpath") else "python"
-        )
+        self.implementation = "cython" if compiled else "python"
         self._rule_texts: dict[int, str] = {}
 
     @property
@@ -315,7 +324,6 @@ class Engine:
         if origin not in ORIGIN_CODE:
             raise EngineError(f"lookup_batch origin: {origin!r} is not one of pod, node, external")
         v6 = self.program.family == 6
-        acode = "Q" if v6 else "I"
         dst_buf = self._addresses(dst, "dst")
         n = len(memoryview(dst_buf)) // (2 if v6 else 1)
         dport_buf = _int_buffer(dport, "H", "dport", n)
@@ -356,19 +364,15 @@ class Engine:
             if iif is not None
             else (m.pod_mask if origin == "pod" else m.primary_mask if origin == "external" else 0)
         )
+        layout = _result_layout(self.program.family, n)
         if out is None:
             # array([0]) * n repeats by memcpy: a twentieth of the cost of
             # array(bytes(...)), which zeroes a temporary and then copies it
             result = BatchResult(
-                self.program.family,
-                array("B", [0]) * n,
-                array(acode, [0]) * (2 * n if v6 else n),
-                array("H", [0]) * n,
-                array("B", [0]) * n,
-                array("I", [0]) * n,
+                self.program.family, *(array(code, [0]) * length for _, code, length in layout)
             )
         else:
-            result = self._check_out(out, n)
+            result = self._check_out(out, n, layout)
         m.lookup_batch(
             dst_buf,
             dport_buf,
@@ -387,24 +391,17 @@ class Engine:
         )
         return result
 
-    def _check_out(self, out: Any, n: int) -> BatchResult:
+    def _check_out(self, out: Any, n: int, layout: tuple[tuple[str, str, int], ...]) -> BatchResult:
         family = self.program.family
         if not isinstance(out, BatchResult):
             raise EngineError(
                 f"lookup_batch out: a BatchResult of an earlier batch, not {type(out).__name__}"
             )
-        expected = (
-            ("kind", "B", n),
-            ("address", "Q" if family == 6 else "I", 2 * n if family == 6 else n),
-            ("port", "H", n),
-            ("masquerade", "B", n),
-            ("rules", "I", n),
-        )
         if out.family != family:
             raise EngineError(
                 f"lookup_batch out: holds IPv{out.family} results, the ruleset is IPv{family}"
             )
-        for name, code, length in expected:
+        for name, code, length in layout:
             buf = getattr(out, name)
             if not isinstance(buf, array) or buf.typecode != code or len(buf) != length:
                 raise EngineError(

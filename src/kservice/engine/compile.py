@@ -31,9 +31,9 @@ Layout
 from __future__ import annotations
 
 import bisect
+import functools
 import ipaddress
 import math
-import os
 import socket
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -1102,22 +1102,19 @@ def build(ruleset: Ruleset, *, compiled: bool = True) -> Program:
         return _build(ruleset, compiled)
 
 
-_EMITTER: list[Any] = []  # [the compiled emit_rules, or None], filled on first use
-
-
+@functools.cache
 def _compiled_emitter() -> Any:
     """``kservice.engine._rules.emit_rules``, or None when the extensions are
-    off (KSERVICE_NO_EXTENSIONS) or not built."""
-    if not _EMITTER:
-        _EMITTER.append(None)
-        if os.environ.get("KSERVICE_NO_EXTENSIONS", "") in ("", "0"):
-            try:
-                from kservice.engine._rules import emit_rules
-            except ImportError:
-                pass
-            else:
-                _EMITTER[0] = emit_rules
-    return _EMITTER[0]
+    off (KSERVICE_NO_EXTENSIONS, read once by kservice.engine) or not built."""
+    from kservice.engine import NO_EXTENSIONS  # the package is loaded by now
+
+    if NO_EXTENSIONS:
+        return None
+    try:
+        from kservice.engine._rules import emit_rules
+    except ImportError:
+        return None
+    return emit_rules
 
 
 def _build(ruleset: Ruleset, compiled: bool) -> Program:
