@@ -31,8 +31,9 @@ cdef extern from *:
     #include <sys/mman.h>
     #endif
     /* Zeroed memory for the big lookup tables (the flow cache and its tree
-       nodes), freed with ks_table_free. 64-byte aligned: a flow slot is one
-       cache line. From 2 MiB up, a fresh anonymous mapping of whole 2 MiB
+       nodes), freed with ks_table_free. 128-byte aligned: an IPv4 flow slot
+       is a pair of cache lines that the hardware fetches together. From
+       2 MiB up, a fresh anonymous mapping of whole 2 MiB
        pages, 2 MiB aligned and marked for transparent huge pages before
        anything touches it, so that a lookup into a table of tens of megabytes
        does not also miss the TLB. (posix_memalign is not enough: once glibc
@@ -63,13 +64,13 @@ cdef extern from *:
         }
     #endif
     #if defined(_WIN32)
-        p = (char *)calloc(1, bytes + 64);  /* alignment is only a speed matter */
+        p = (char *)calloc(1, bytes + 128);  /* alignment is only a speed matter */
         if (p == NULL) return NULL;
     #else
-        if (posix_memalign((void **)&p, 64, bytes + 64) != 0) return NULL;
-        memset(p, 0, bytes + 64);
+        if (posix_memalign((void **)&p, 128, bytes + 128) != 0) return NULL;
+        memset(p, 0, bytes + 128);
     #endif
-        return p + 64;
+        return p + 128;
     }
     static void ks_table_free(void *table) {
         char *q = (char *)table;
@@ -82,7 +83,7 @@ cdef extern from *:
             return;
         }
     #endif
-        free(q - 64);
+        free(q - 128);
     }
     """
     void *ks_table_alloc(size_t bytes) nogil
@@ -104,6 +105,8 @@ cdef enum:
     N_NUMGEN = 3
     FLOW_CACHE_MAX = 1048576
     FC_USED = 0x80000000  # in FlowSlot.meta: the slot holds a flow
+    L4_KEPT = 0x80  # in Leaf4.res: the copy is filled
+    L4_MAX = 11  # IPv4 slots are 128 bytes: key and root in 40, then eleven Leaf4
     AHEAD_SLOT = 16  # lookup_batch: prefetch a packet's flow slot this many packets ahead,
     AHEAD_FIND = 8   # ... and find it, and prefetch its leaf, this many (< 32: the ring)
     M_SADDR = 1
@@ -208,11 +211,19 @@ cdef struct Node:  # 16 bytes: four to a cache line
     uint32_t addr  # leaf: the destination after DNAT (IPv4; low bits for IPv6)
 
 
-cdef struct FlowSlot:  # 64 bytes: one cache line
-    uint64_t s_hi, s_lo, d_hi, d_lo, iif
+cdef struct FlowSlot:  # 64 bytes: an IPv6 slot, or the first line of an IPv4 one
+    uint64_t iif
     uint32_t meta  # dport | proto << 16 | origin << 24 | FC_USED; 0: free
     int32_t root   # node index; -2 not cacheable
-    Node head      # a copy of the root node: a hit one draw deep reads this line and its leaf
+    Node head      # a copy of the root node (a draw's: res = its leaves kept in the slot)
+    uint64_t key[4]  # IPv6: s_hi, s_lo, d_hi, d_lo; IPv4: saddr | daddr << 32, then leaves
+
+
+cdef struct Leaf4:  # 8 bytes: a copy of an IPv4 leaf, kept in its flow's slot
+    uint32_t addr
+    uint16_t port
+    uint8_t res    # R_* | masquerade << 4 | DNAT << 5 | L4_KEPT
+    uint8_t rules
 
 
 cdef struct Slot:
@@ -292,6 +303,7 @@ cdef class Machine:
     # the flow cache (see _cached_run)
     cdef public bint flow_cache
     cdef FlowSlot *fc_slots
+    cdef int fc_shift  # log2 of the slot size: 7 (IPv4), 6 (IPv6)
     cdef int64_t fc_mask
     cdef int64_t fc_used
     cdef int64_t fc_gen  # bumped when the slot table is rebuilt (slot indices move)
@@ -312,6 +324,7 @@ cdef class Machine:
         self._layouts = program.layouts
         self._load(program)
         self.flow_cache = bool(flow_cache)
+        self.fc_shift = 7 if self.family == 4 else 6
         self._fc_init(4096)
         self.has_node_address = program.node_address is not None
         if self.has_node_address:
@@ -723,10 +736,15 @@ cdef class Machine:
     # of the rules: the same verdicts, rule counts and PRNG state as the
     # interpreter, in one hash probe. A branch not seen yet is filled by
     # running the interpreter with the draws already made replayed.
+    # IPv4 slots are 128 bytes, a pair of cache lines fetched together: after
+    # the key and the root come copies of the root's first L4_MAX leaves, so a
+    # batch packet one draw deep into a Service of up to eleven endpoints
+    # reads one slot and nothing else. The tree in the node pool stays
+    # complete (lookup() and deeper trees read it).
     cdef void _fc_init(self, int64_t cap) except *:
         ks_table_free(self.fc_slots)
         self.fc_slots = NULL
-        self.fc_slots = <FlowSlot *>ks_table_alloc(cap * sizeof(FlowSlot))
+        self.fc_slots = <FlowSlot *>ks_table_alloc(cap << self.fc_shift)
         if self.fc_slots == NULL:
             raise MemoryError()
         self.fc_mask = cap - 1
@@ -747,11 +765,48 @@ cdef class Machine:
         return (
             self.fc_used,
             self.n_nodes,
-            (self.fc_mask + 1) * sizeof(FlowSlot) + self.cap_nodes * sizeof(Node),
+            ((self.fc_mask + 1) << self.fc_shift) + self.cap_nodes * sizeof(Node),
         )
+
+    cdef inline FlowSlot *_fs(self, int64_t i) noexcept:
+        return <FlowSlot *>(<char *>self.fc_slots + (i << self.fc_shift))
 
     cdef inline uint64_t _fc_hash(self, Pkt *st, uint32_t meta) noexcept:
         return _mix(st.d_hi, st.d_lo, <uint64_t>meta ^ (st.iif << 32), st.s_hi, st.s_lo)
+
+    # IPv4 keys are one word: every way in (lookup, lookup_batch) makes an
+    # IPv4 machine's addresses from 32-bit values, with zero high words.
+    cdef inline bint _fc_is(self, FlowSlot *f, Pkt *st, uint32_t meta) noexcept:
+        if f.meta != meta or f.iif != st.iif:
+            return False
+        if self.family == 4:
+            return f.key[0] == (st.s_lo | (st.d_lo << 32))
+        return f.key[3] == st.d_lo and f.key[1] == st.s_lo and f.key[2] == st.d_hi and \
+            f.key[0] == st.s_hi
+
+    cdef inline void _fc_set_key(self, FlowSlot *f, Pkt *st, uint32_t meta) noexcept:
+        f.meta = meta
+        f.iif = st.iif
+        if self.family == 4:
+            f.key[0] = st.s_lo | (st.d_lo << 32)
+        else:
+            f.key[0] = st.s_hi
+            f.key[1] = st.s_lo
+            f.key[2] = st.d_hi
+            f.key[3] = st.d_lo
+
+    cdef inline void _fc_get_key(self, FlowSlot *f, Pkt *st) noexcept:
+        st.iif = f.iif
+        if self.family == 4:
+            st.s_hi = 0
+            st.s_lo = f.key[0] & 0xFFFFFFFF
+            st.d_hi = 0
+            st.d_lo = f.key[0] >> 32
+        else:
+            st.s_hi = f.key[0]
+            st.s_lo = f.key[1]
+            st.d_hi = f.key[2]
+            st.d_lo = f.key[3]
 
     cdef int64_t _fc_find(self, Pkt *st, uint32_t meta) noexcept:
         """The slot of this packet's key (``meta`` with FC_USED), or of the free
@@ -759,40 +814,58 @@ cdef class Machine:
         cdef uint64_t h = self._fc_hash(st, meta)
         cdef FlowSlot *f
         while True:
-            f = &self.fc_slots[h & <uint64_t>self.fc_mask]
-            if f.meta == 0:
-                return <int64_t>(h & <uint64_t>self.fc_mask)
-            if f.d_lo == st.d_lo and f.s_lo == st.s_lo and f.meta == meta and \
-                    f.d_hi == st.d_hi and f.s_hi == st.s_hi and f.iif == st.iif:
+            f = self._fs(<int64_t>(h & <uint64_t>self.fc_mask))
+            if f.meta == 0 or self._fc_is(f, st, meta):
                 return <int64_t>(h & <uint64_t>self.fc_mask)
             h += 1
 
     cdef void _fc_grow(self) except *:
         cdef int64_t old_cap = self.fc_mask + 1
-        cdef FlowSlot *old = self.fc_slots
+        cdef char *old = <char *>self.fc_slots
         cdef int64_t i, cap = old_cap * 2
         cdef uint64_t h
         cdef FlowSlot *f
         cdef Pkt key
-        self.fc_slots = <FlowSlot *>ks_table_alloc(cap * sizeof(FlowSlot))
+        self.fc_slots = <FlowSlot *>ks_table_alloc(cap << self.fc_shift)
         if self.fc_slots == NULL:
-            self.fc_slots = old
+            self.fc_slots = <FlowSlot *>old
             raise MemoryError()
         self.fc_mask = cap - 1
+        memset(&key, 0, sizeof(Pkt))
         for i in range(old_cap):
-            f = &old[i]
+            f = <FlowSlot *>(old + (i << self.fc_shift))
             if f.meta != 0:
-                key.s_hi = f.s_hi
-                key.s_lo = f.s_lo
-                key.d_hi = f.d_hi
-                key.d_lo = f.d_lo
-                key.iif = f.iif
+                self._fc_get_key(f, &key)
                 h = self._fc_hash(&key, f.meta)
-                while self.fc_slots[h & <uint64_t>self.fc_mask].meta != 0:
+                while self._fs(<int64_t>(h & <uint64_t>self.fc_mask)).meta != 0:
                     h += 1
-                self.fc_slots[h & <uint64_t>self.fc_mask] = f[0]
+                memcpy(self._fs(<int64_t>(h & <uint64_t>self.fc_mask)), f,
+                       <size_t>1 << self.fc_shift)
         ks_table_free(old)
         self.fc_gen += 1
+
+    cdef void _fc_keep(self, FlowSlot *f) noexcept:
+        """Copy an IPv4 root draw's first leaves into its slot (``head.res``:
+        how many; a child that is not a leaf, or does not fit, is not kept)."""
+        cdef Node *nd = &f.head
+        cdef Node *leaf
+        cdef Leaf4 *kept = <Leaf4 *>&f.key[1]
+        cdef int64_t k, n
+        if self.family != 4 or (nd.type != N_STAT and nd.type != N_NUMGEN):
+            return
+        n = 2 if nd.type == N_STAT else nd.value
+        if n > L4_MAX:
+            n = L4_MAX
+        for k in range(n):
+            leaf = &self.nodes[nd.link + k]
+            if leaf.type == N_LEAF and leaf.value <= 255 and (leaf.res >> 4) <= 1:
+                kept[k].addr = leaf.addr
+                kept[k].port = leaf.port
+                kept[k].rules = <uint8_t>leaf.value
+                kept[k].res = <uint8_t>((leaf.res & 0x1F) | (0x20 if leaf.link >= 0 else 0) | L4_KEPT)
+            else:
+                kept[k].res = 0
+        nd.res = <uint8_t>n
 
     cdef int32_t _new_nodes(self, int64_t n) except -1:
         """``n`` fresh nodes; a group of children starts on a cache line when
@@ -817,14 +890,18 @@ cdef class Machine:
         self.n_nodes = first + n
         return <int32_t>first
 
-    cdef int _cached_run(self, Pkt *st, int origin, Ctx *ctx, int64_t known = -1) except -1:
+    cdef int _cached_run(self, Pkt *st, int origin, Ctx *ctx, int64_t known = -1,
+                         bint kept = False) except -1:
         """Run a packet through the flow cache (``known``: its slot, when the
-        batch pipeline already found it and it holds this very flow)."""
+        batch pipeline already found it and it holds this very flow; ``kept``:
+        the caller reads only ``st.dnat >= 0``, not which address id, so a leaf
+        copied into an IPv4 slot will do)."""
         cdef uint32_t meta = <uint32_t>st.dport | (<uint32_t>st.proto << 16) | \
             (<uint32_t>origin << 24) | FC_USED
         cdef int64_t slot, node, child
         cdef FlowSlot *f
         cdef Node *nd
+        cdef Leaf4 *lf
         cdef uint32_t r
         cdef uint64_t branch
         cdef int res, i
@@ -839,7 +916,7 @@ cdef class Machine:
                     self.fc_mask + 1 < 2 * FLOW_CACHE_MAX:
                 self._fc_grow()
             slot = self._fc_find(st, meta)
-        f = &self.fc_slots[slot]
+        f = self._fs(slot)
         ctx.nreplay = 0
         if f.meta != 0:
             if f.root < 0:
@@ -862,6 +939,15 @@ cdef class Machine:
                     branch = 0 if (r & 0x7FFFFFFF) < nd.value else 1
                 else:
                     branch = (<uint64_t>r * <uint64_t>nd.value) >> 32
+                if kept and nd == &f.head and branch < nd.res:
+                    lf = (<Leaf4 *>&f.key[1]) + branch
+                    if lf.res & L4_KEPT:
+                        st.d_lo = lf.addr
+                        st.dnat = 0 if lf.res & 0x20 else -1  # an id, not the id: see ``kept``
+                        st.dport = lf.port
+                        st.masq = (lf.res >> 4) & 1
+                        st.rules = lf.rules
+                        return lf.res & 15
                 nd = &self.nodes[nd.link + <int64_t>branch]
         else:
             if self.fc_used >= FLOW_CACHE_MAX:
@@ -869,13 +955,8 @@ cdef class Machine:
             node = self._new_nodes(1)
             if node < 0:
                 return self._run(st, origin, ctx)
-            f = &self.fc_slots[slot]
-            f.meta = meta
-            f.s_hi = st.s_hi
-            f.s_lo = st.s_lo
-            f.d_hi = st.d_hi
-            f.d_lo = st.d_lo
-            f.iif = st.iif
+            f = self._fs(slot)
+            self._fc_set_key(f, st, meta)
             f.root = <int32_t>node
             f.head = self.nodes[node]
             self.fc_used += 1
@@ -887,7 +968,7 @@ cdef class Machine:
             res = self._run(st, origin, ctx)
         finally:
             ctx.recording = False
-        f = &self.fc_slots[slot]
+        f = self._fs(slot)
         if ctx.stateful:
             f.root = -2
             return res
@@ -911,8 +992,9 @@ cdef class Machine:
             node = nd.link + <int64_t>branch
         self._leaf(node, res, st)
         self._fill(&orig, origin, f.root, ctx, 0)
-        f = &self.fc_slots[slot]
-        f.head = self.nodes[f.root]  # only this path changes a root
+        f = self._fs(slot)
+        f.head = self.nodes[f.root]  # only this path changes a tree
+        self._fc_keep(f)
         return res
 
     cdef void _leaf(self, int64_t node, int res, Pkt *st) noexcept:
@@ -1412,14 +1494,16 @@ cdef class Machine:
         bint has_src, bint has_proto, bint v6, int origin, Pkt *ahead,
     ) noexcept:
         """Software pipelining over the batch: AHEAD_SLOT packets ahead, prefetch
-        the flow slot (one cache line, holding a copy of the tree's root);
+        the flow slot (one cache line holding a copy of the tree's root; IPv4:
+        two, the second with copies of the root's first leaves);
         AHEAD_FIND ahead, find it (now cached; the slot is kept for the
-        packet's turn) and prefetch the leaf the packet will reach. Which leaf
+        packet's turn) and prefetch the leaf the packet will reach, unless the
+        slot holds a copy of it. Which leaf
         depends on the packet's random draw, and the draws are a known stream:
         if every packet in between draws as its tree's root says (one draw
         for nftables' numgen), the packet's draw is the PRNG ``window + 1``
         steps on, so its leaf is prefetched exactly; a wrong guess only costs
-        a useless prefetch. Each packet's two cache misses overlap with other
+        a useless prefetch. Each packet's cache misses overlap with other
         packets' work. ``ring``: per packet ahead, its slot, the table
         generation, and the draws it is expected to make; ``window``: those
         expected draws summed over the packets from ``i`` up to the one
@@ -1448,10 +1532,13 @@ cdef class Machine:
             meta = <uint32_t>dport_v[j] | (<uint32_t>(proto_v[j] if has_proto else 6) << 16) | \
                 (<uint32_t>origin << 24) | FC_USED
             if stage == 0:
-                __builtin_prefetch(&self.fc_slots[self._fc_hash(ahead, meta) & <uint64_t>self.fc_mask])
+                f = self._fs(<int64_t>(self._fc_hash(ahead, meta) & <uint64_t>self.fc_mask))
+                __builtin_prefetch(f)
+                if not v6:
+                    __builtin_prefetch(<char *>f + 64)  # the kept leaves
                 continue
             slot = self._fc_find(ahead, meta)
-            f = &self.fc_slots[slot]
+            f = self._fs(slot)
             # a slot that holds this flow stays its slot until the table is rebuilt
             ring[j & 31] = slot if f.meta != 0 else -1
             ring[32 + (j & 31)] = self.fc_gen
@@ -1464,7 +1551,8 @@ cdef class Machine:
                         branch = 0 if (r & 0x7FFFFFFF) < nd.value else 1
                     else:
                         branch = (<uint64_t>r * <uint64_t>nd.value) >> 32
-                    __builtin_prefetch(&self.nodes[nd.link + <int64_t>branch])
+                    if branch >= nd.res:  # (nd.res: the leaves kept in an IPv4 slot)
+                        __builtin_prefetch(&self.nodes[nd.link + <int64_t>branch])
                 elif nd.type == N_LEAF:
                     expect = 0
             ring[64 + (j & 31)] = expect
@@ -1549,7 +1637,7 @@ cdef class Machine:
             known = -1
             if prefetch and i >= AHEAD_FIND and ring[32 + (i & 31)] == self.fc_gen:
                 known = ring[i & 31]
-            res = self._cached_run(&st, origin, &ctx, known)
+            res = self._cached_run(&st, origin, &ctx, known, not v6)
             if res == R_DROP or res == R_REJECT:
                 kind_v[i] = K_DROP if res == R_DROP else K_REJECT
                 st.dnat = -1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -549,3 +550,46 @@ def test_flow_cache_grows_into_huge_page_tables() -> None:
     assert len({e._machine.get_rng_state() for e in engines}) == 1
     engines[0]._machine.clear_flow_cache()
     assert engines[0]._machine.flow_cache_info()[0] == 0
+
+
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+def test_leaves_kept_in_ipv4_slots_are_the_trees(mode: str) -> None:
+    """A batch packet one draw deep reads the copies of the root's first
+    eleven leaves kept in its IPv4 flow slot: Services of 11 and 12
+    endpoints (the twelfth leaf is read from the tree), hairpin sources
+    (masqueraded leaves), no endpoints (no draw), and in iptables mode
+    leaves past 255 rules (not kept) give the pure twin's results."""
+    pytest.importorskip("kservice._fastpath")
+    eps = [f"10.244.{i // 200 + 1}.{i % 200 + 10}" for i in range(12)]
+    objs = [
+        *service("eleven", eps[:11], cluster_ip="10.96.0.11"),
+        *service("twelve", eps, cluster_ip="10.96.0.12"),
+        *service("none", [], cluster_ip="10.96.0.13"),
+    ]
+    fillers = 300 if mode == "iptables" else 0
+    for i in range(fillers):
+        ip = f"10.96.{i // 200 + 1}.{i % 200 + 1}"
+        objs += service(f"filler-{i:03}", ["10.244.9.9"], cluster_ip=ip)
+    objs += service("zlast", eps[:3], cluster_ip="10.96.0.14")
+    r = ruleset(objs, mode)
+    engines = [Engine(r, seed=11, implementation=impl) for impl in ("cython", "python")]
+    flows = [
+        (d, s)
+        for d in ("10.96.0.11", "10.96.0.12", "10.96.0.13", "10.96.0.14")
+        for s in (POD, eps[0], eps[11])
+    ]
+    seq = [flows[(i * 5) % len(flows)] for i in range(3000)]
+    dst = array("I", (int(ipaddress.ip_address(d)) for d, _ in seq))
+    src = array("I", (int(ipaddress.ip_address(s)) for _, s in seq))
+    dport = array("H", [80]) * len(seq)
+    for _ in range(3):  # the first batch fills the cache, the others hit it
+        batches = [e.lookup_batch(dst, dport, src=src) for e in engines]
+        assert batches[0] == batches[1]
+        assert len({e._machine.get_rng_state() for e in engines}) == 1
+    got = batches[0]
+    reached = {a for a, k in zip(got.address, got.kind, strict=True) if k == 1}
+    assert {str(ipaddress.ip_address(a)) for a in reached} == set(eps)
+    assert set(got.kind) == {1, 2}  # DNAT, and REJECT for "none"
+    assert set(got.masquerade) == {0, 1}
+    if mode == "iptables":
+        assert max(got.rules) > 255
