@@ -292,6 +292,7 @@ cdef class Machine:
     cdef bint has_ipvs
     cdef public uint64_t node_hi, node_lo
     cdef public bint has_node_address
+    cdef bint masquerade_source
     cdef public uint64_t primary_mask, lo_mask, pod_mask
     cdef dict _iface_cache
     cdef dict _verdicts
@@ -326,6 +327,7 @@ cdef class Machine:
         self.flow_cache = bool(flow_cache)
         self.fc_shift = 7 if self.family == 4 else 6
         self._fc_init(4096)
+        self.masquerade_source = program.masquerade_source
         self.has_node_address = program.node_address is not None
         if self.has_node_address:
             self.node_hi = <uint64_t>(program.node_address >> 64)
@@ -1242,9 +1244,13 @@ cdef class Machine:
                 st.ct |= CT_DNAT
                 st.dnat = a
                 return R_NAT
-            elif op == V_MASQ or op == V_SNAT:
+            elif op == V_SNAT or (op == V_MASQ and self.masquerade_source):
                 st.masq = 1
                 return R_NAT
+            elif op == V_MASQ:  # no address to masquerade to: the kernel drops
+                if ctx.obs != NULL:
+                    (<object>ctx.obs).append((5, 0, 0))
+                return R_DROP
             else:
                 raise EngineError(f"unknown verdict opcode {op}")
 

@@ -114,6 +114,7 @@ class Machine:
         self.address_texts = program.address_texts
         self.has_ipvs = bool(program.virtual_servers)
         self.node_address = -1 if program.node_address is None else program.node_address
+        self.masquerade_source = program.masquerade_source
         self._iface_cache: dict[str, int] = {}
         self._verdicts: dict[tuple[int, int, int, int], Verdict] = {}
         self.primary_mask = self.iface_mask(program.primary_interface)
@@ -341,9 +342,13 @@ class Machine:
                 st[6] |= CT_DNAT
                 st[10] = a
                 return R_NAT
-            elif op in (V_MASQ, V_SNAT):
+            elif op == V_SNAT or (op == V_MASQ and self.masquerade_source):
                 st[9] = 1
                 return R_NAT
+            elif op == V_MASQ:  # no address to masquerade to: the kernel drops
+                if obs is not None:
+                    obs.append((5, 0, 0))
+                return R_DROP
             else:  # pragma: no cover
                 raise EngineError(f"unknown verdict opcode {op}")
 

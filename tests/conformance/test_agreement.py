@@ -228,6 +228,35 @@ def test_the_examples_agree(mode: str, node: str) -> None:
     assert report.probes and report.agreement_rate == 1.0
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_masquerade_with_no_ipv4_node_address_is_dropped(mode: str) -> None:
+    """Found by test_generated_clusters_agree: a dual-stack node whose only
+    address is IPv6 has nothing for an IPv4 MASQUERADE to take, so the
+    kernel drops a hairpin connection; the engine must say so too."""
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "node-a"},
+        "spec": {"podCIDRs": ["fd00:244:0:1::/64", "10.244.1.0/24"]},
+        "status": {"addresses": [{"type": "InternalIP", "address": "fd00:1::1"}]},
+    }
+    manifests = [
+        node,
+        _pod("web-0", "node-a", ["10.244.1.2"]),
+        _service("a", {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80,
+                                                               "targetPort": 8080}]}),
+    ]  # fmt: skip
+    cluster = Cluster(ClusterConfig(service_cidrs=("10.96.0.0/16", "fd00:96::/108"), seed=1))
+    cluster.apply_all(load_text(yaml.safe_dump_all(manifests)))
+    config = ProxyConfig(cluster_cidrs=("10.244.0.0/16", "fd00:244::/48"))
+    report = verify(cluster, "node-a", mode, families=("IPv4",), config=config)
+    assert report.ok, _failure(report, manifests)
+    hairpin = [r for r in report.probes if r.probe.what == "hairpin"]
+    assert hairpin and all({o.kind for o in r.observed} == {"drop"} for r in hairpin)
+    other = [r for r in report.probes if r.probe.what == "cluster-ip"]  # not masqueraded
+    assert other and all({o.kind for o in r.observed} == {"answer"} for r in other)
+
+
 @settings(
     max_examples=MAX_EXAMPLES,
     deadline=None,

@@ -228,6 +228,51 @@ def test_hairpin_is_masqueraded(impl: str, mode: str) -> None:
     assert other == Verdict("dnat", "10.244.1.5", 8080, False)
 
 
+def _node_addresses(r: Ruleset, *addresses: str, described: bool = True) -> Ruleset:
+    """``r`` with eth0's addresses replaced, or with no eth0 at all."""
+    import attrs
+
+    from kservice.netfilter.ruleset import Interface
+
+    ifaces = tuple(
+        Interface(i.name, addresses) if i.name == "eth0" else i
+        for i in r.interfaces
+        if described or i.name != "eth0"
+    )
+    return attrs.evolve(r, interfaces=ifaces)
+
+
+@pytest.mark.parametrize("mode", ["iptables", "nftables", "ipvs"])
+def test_masquerade_without_an_ipv4_node_address_drops(impl: str, mode: str) -> None:
+    """The kernel's MASQUERADE takes a global address of any interface;
+    with none in the family (a dual-stack node whose only address is IPv6)
+    it drops the packet. In IPVS mode kube-ipvs0's VIPs are such addresses."""
+    local = {"10.244.1.5"}  # on this node, as IPVS mode's KUBE-LOOP-BACK needs
+    r = ruleset(service("one", ["10.244.1.5"], cluster_ip="10.96.0.70", local=local), mode)
+    hairpin = Packet(dst="10.96.0.70", dport=80, src="10.244.1.5", sport=40000)
+    masqueraded = Verdict("dnat", "10.244.1.5", 8080, True)
+    e = Engine(_node_addresses(r, "fd00:1::1"), seed=1, implementation=impl)
+    if mode == "ipvs":
+        assert e.lookup(hairpin) == masqueraded
+        return
+    t = e.trace(hairpin)
+    assert t.verdict == Verdict("drop")
+    assert t.steps[-1].event == "nat"
+    assert "no IPv4 address to masquerade to" in t.steps[-1].text
+    assert "masquerade" in t.matched[-1].text.lower()
+    assert e.lookup(hairpin) == Verdict("drop")  # connection tracking kept nothing
+    batch = e.lookup_batch(["10.96.0.70"] * 3, [80] * 3, src="10.244.1.5")
+    assert batch.verdicts() == [Verdict("drop")] * 3
+    other = e.lookup(Packet(dst="10.96.0.70", dport=80, src=POD))
+    assert other == Verdict("dnat", "10.244.1.5", 8080, False)  # no masquerade, no drop
+    # an eth0 with no address is a node with none in this family; no eth0
+    # at all (a dump read without node IPs) says nothing about the node
+    bare = Engine(_node_addresses(r), seed=1, implementation=impl)
+    assert bare.lookup(hairpin) == Verdict("drop")
+    unknown = Engine(_node_addresses(r, described=False), seed=1, implementation=impl)
+    assert unknown.lookup(hairpin) == masqueraded
+
+
 @pytest.mark.parametrize("mode", ["iptables", "nftables", "ipvs"])
 def test_node_port_from_outside_is_masqueraded(impl: str, mode: str) -> None:
     spec = {"type": "NodePort"}

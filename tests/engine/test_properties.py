@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -131,12 +132,21 @@ def test_twins_agree(generated: GeneratedCluster, data: st.DataObject) -> None:
             assert a._machine.get_rng_state() == b._machine.get_rng_state()
 
 
+def _undescribed(ruleset: Ruleset) -> Ruleset:
+    """``ruleset`` without an address-less eth0. A node with no address in
+    the family has nothing for MASQUERADE to take: iptables and nftables mode
+    drop masqueraded packets, IPVS mode masquerades to a kube-ipvs0 address
+    (test_engine checks both); the modes' routing is compared without it."""
+    ifaces = tuple(i for i in ruleset.interfaces if i.name != "eth0" or i.addresses)
+    return attrs.evolve(ruleset, interfaces=ifaces)
+
+
 @SETTINGS
 @given(generated=clusters())
 def test_modes_agree_on_where_packets_can_go(generated: GeneratedCluster) -> None:
     for family in generated.families:
         engines = {
-            mode: Engine(compile_mode(generated, mode, family), seed=1)
+            mode: Engine(_undescribed(compile_mode(generated, mode, family)), seed=1)
             for mode in ("iptables", "nftables", "ipvs")
         }
         src = SOURCES[family][0]  # a pod on this node, not an endpoint

@@ -478,6 +478,15 @@ class Engine:
             elif event == 4:
                 where = "local delivery (INPUT)" if a else "forwarded (FORWARD)"
                 steps.append(Step("route", hook, text=f"routing decision: {where}"))
+            elif event == 5:
+                steps.append(
+                    Step(
+                        "nat",
+                        hook,
+                        text=f"MASQUERADE: the node has no IPv{prog.family} address to "
+                        "masquerade to, so the kernel drops the packet",
+                    )
+                )
         return tuple(steps), tuple(dict.fromkeys(affinity))
 
     def _ipvs_text(self, vs_id: int, server: int) -> str:

@@ -216,6 +216,9 @@ class Program:
     tables: list[Table]
     primary_interface: str
     node_address: int | None
+    # False when the node's addresses are known and none can be a MASQUERADE
+    # source: the kernel then drops the packet (see _Builder.masquerade_source)
+    masquerade_source: bool
 
     @property
     def n_rules(self) -> int:
@@ -1029,6 +1032,30 @@ class _Builder:
                 return iface.name, None
         return "eth0", None
 
+    def masquerade_source(self) -> bool:
+        """Whether MASQUERADE finds a source address on this node.
+
+        For IPv4 the kernel takes a global-scope address of the outgoing
+        interface or, failing that, of any interface in the namespace
+        (``inet_select_addr``); loopback's 127.0.0.0/8 is host scope and
+        never chosen. With none the packet is dropped. The ruleset's
+        interfaces other than loopback (``eth0`` with the node's addresses
+        of this family, ``kube-ipvs0`` with IPVS virtual addresses) describe
+        the node; a ruleset with none says nothing, and a source is assumed.
+        IPv6 is not modelled: its source selection (``ipv6_dev_get_saddr``)
+        may fall back to a link-local address, so a source is assumed.
+        """
+        described = False
+        for iface in self.ruleset.interfaces:
+            if iface.kind == "loopback":
+                continue
+            described = True
+            for a in iface.addresses:
+                ip = ipaddress.ip_address(a.split("/")[0])
+                if ip.version == 4 and not ip.is_loopback:
+                    return True
+        return self.version == 6 or not described
+
 
 class _Where:
     """Where a rule is, formatted only when an error needs it."""
@@ -1149,4 +1176,5 @@ def _build(ruleset: Ruleset, compiled: bool) -> Program:
         tables=b.tables,
         primary_interface=primary,
         node_address=node_address,
+        masquerade_source=b.masquerade_source(),
     )

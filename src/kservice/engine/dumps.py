@@ -4,8 +4,11 @@
 ``ipvsadm-save -n`` and ``ipset save`` output, as many as a node needs (IPVS
 mode: all four of its parts), are told apart by their first lines and read with
 the compiler's own parsers. The dumps do not say which addresses are the
-node's own, which ``addrtype LOCAL`` and IPVS depend on: give them as
-``node_ips`` (IPVS virtual addresses count as local, as on ``kube-ipvs0``).
+node's own, which ``addrtype LOCAL``, IPVS and MASQUERADE's choice of source
+depend on: give them as ``node_ips`` (IPVS virtual addresses count as local,
+as on ``kube-ipvs0``). Given, and none in the dumps' family, masqueraded
+packets are dropped as the kernel drops them; not given, masquerade is
+assumed to find an address.
 """
 
 from __future__ import annotations
@@ -93,10 +96,11 @@ def ruleset_from_dumps(
             addresses.append(str(ipaddress.ip_address(ip)))
         except ValueError:
             raise EngineError(f"node IP: {ip!r} is not an IP address") from None
-    interfaces = [
-        Interface("lo", ("127.0.0.1" if family == "IPv4" else "::1",), "loopback"),
-        Interface("eth0", tuple(addresses)),
-    ]
+    # without node IPs the node's interfaces are unknown: no eth0 to say it
+    # has no address (the engine would then drop masqueraded packets)
+    interfaces = [Interface("lo", ("127.0.0.1" if family == "IPv4" else "::1",), "loopback")]
+    if addresses:
+        interfaces.append(Interface("eth0", tuple(addresses)))
     if servers:
         vips = tuple(dict.fromkeys(vs.address for vs in servers if vs.address not in addresses))
         interfaces.append(Interface("kube-ipvs0", vips, "dummy"))

@@ -168,11 +168,12 @@ class Step:
     ``"rule"`` (a rule was evaluated; ``matched`` says whether all of its
     matches held and its statements and verdict took effect), ``"ipvs"``
     (IPVS looked the destination up), ``"route"`` (the routing decision
-    after PREROUTING) or ``"conntrack"`` (a tracked connection's NAT was
-    reused).
+    after PREROUTING), ``"conntrack"`` (a tracked connection's NAT was
+    reused) or ``"nat"`` (MASQUERADE found no source address: the node has
+    none in the packet's family, and the kernel drops the packet).
     """
 
-    event: Literal["hook", "rule", "ipvs", "route", "conntrack"]
+    event: Literal["hook", "rule", "ipvs", "route", "conntrack", "nat"]
     hook: str
     table: str = ""
     chain: str = ""

@@ -441,10 +441,9 @@ def _common_chains(
 def _interfaces(view: NodeView) -> tuple[Interface, ...]:
     """The addresses ``fib ... type local`` treats as the node's own."""
     loopback = "::1" if view.ip_family == "IPv6" else "127.0.0.1"
-    out = [Interface("lo", (loopback,), kind="loopback")]
-    if view.node.ips:
-        out.append(Interface("eth0", view.node.ips))
-    return tuple(out)
+    # eth0 even without addresses, as in iptables mode: a node with none in
+    # this family has nothing for MASQUERADE to take
+    return (Interface("lo", (loopback,), kind="loopback"), Interface("eth0", view.node.ips))
 
 
 #: Fragments of recent compiles, by (service port, context). Equal inputs give
