@@ -53,6 +53,7 @@ from kservice.netfilter.ruleset import (
     Drop,
     Goto,
     IfaceMatch,
+    Interface,
     IPMatch,
     Jump,
     MarkMatch,
@@ -967,14 +968,27 @@ class _Builder:
                 hooks[HOOKS.index(hook)].append((prio, order, IPVS_CHAIN))
         return [[c for _, _, c in sorted(h)] for h in hooks]
 
-    def local_list(self) -> int:
-        cidrs: list[str] = []
+    @functools.cached_property
+    def interface_addresses(
+        self,
+    ) -> list[tuple[Interface, list[ipaddress.IPv4Address | ipaddress.IPv6Address]]]:
+        """Each interface with its addresses, parsed once for local_list,
+        primary and masquerade_source."""
+        out = []
         for iface in self.ruleset.interfaces:
+            ips = []
             for a in iface.addresses:
                 try:
-                    ip = ipaddress.ip_address(a.split("/")[0])
+                    ips.append(ipaddress.ip_address(a.split("/")[0]))
                 except ValueError:
                     raise EngineError(f"interface {iface.name}: {a!r} is not an address") from None
+            out.append((iface, ips))
+        return out
+
+    def local_list(self) -> int:
+        cidrs: list[str] = []
+        for _, ips in self.interface_addresses:
+            for ip in ips:
                 if ip.version != self.version:
                     continue
                 if ip.is_loopback and self.version == 4:
@@ -1023,10 +1037,9 @@ class _Builder:
         )
 
     def primary(self) -> tuple[str, int | None]:
-        for iface in self.ruleset.interfaces:
+        for iface, ips in self.interface_addresses:
             if iface.kind == "device":
-                for a in iface.addresses:
-                    ip = ipaddress.ip_address(a.split("/")[0])
+                for ip in ips:
                     if ip.version == self.version:
                         return iface.name, int(ip)
                 return iface.name, None
@@ -1045,16 +1058,10 @@ class _Builder:
         IPv6 is not modelled: its source selection (``ipv6_dev_get_saddr``)
         may fall back to a link-local address, so a source is assumed.
         """
-        described = False
-        for iface in self.ruleset.interfaces:
-            if iface.kind == "loopback":
-                continue
-            described = True
-            for a in iface.addresses:
-                ip = ipaddress.ip_address(a.split("/")[0])
-                if ip.version == 4 and not ip.is_loopback:
-                    return True
-        return self.version == 6 or not described
+        if self.version == 6:
+            return True
+        node = [ips for iface, ips in self.interface_addresses if iface.kind != "loopback"]
+        return not node or any(ip.version == 4 and not ip.is_loopback for ips in node for ip in ips)
 
 
 class _Where:
